@@ -1,0 +1,29 @@
+"""Shared fixtures. Real-data tests skip with a reason when the NWPU copy is absent."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NWPU_DIR = Path(os.environ.get("SDCONET_NWPU_DIR", REPO_ROOT.parent / "shared" / "data" / "nwpu_vhr10"))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def nwpu_dir() -> Path:
+    """The directory holding ``NWPU VHR-10 dataset/`` (and MANIFEST.sha256)."""
+    if not (NWPU_DIR / "NWPU VHR-10 dataset" / "ground truth").is_dir():
+        pytest.skip(f"real NWPU VHR-10 copy not found at {NWPU_DIR} (set SDCONET_NWPU_DIR)")
+    return NWPU_DIR
+
+
+@pytest.fixture(scope="session")
+def nwpu_root(nwpu_dir: Path) -> Path:
+    """The dataset root itself (``.../NWPU VHR-10 dataset``)."""
+    return nwpu_dir / "NWPU VHR-10 dataset"
