@@ -1,1 +1,5 @@
-"""data_prep package."""
+"""Data stage of sdconet-bench: fetch, convert, tile, partition, degrade and export datasets.
+
+See ``docs/formats.md`` for every on-disk format. Run ``python -m data_prep --help``.
+"""
+import sdconet as _sdconet  # noqa: F401  (applies offline-safe library defaults)

@@ -29,3 +29,36 @@ class ChecksumError(DataError):
 
 class CorruptImageError(DataError):
     """An image that cannot be decoded (raised only in ``--strict`` mode; otherwise skipped and counted)."""
+
+
+class ManifestError(DataError):
+    """A malformed checksum manifest line: raised with ``manifest:line: message``."""
+
+    def __init__(self, path: object, line: int | None, message: str):
+        self.path, self.line = str(path), line
+        loc = f"{path}:{line}" if line is not None else f"{path}"
+        super().__init__(f"{loc}: {message}")
+
+
+class MissingFileError(DataError):
+    """A file that a manifest or a dataset layout lists but that is not on disk."""
+
+    def __init__(self, path: object, message: str):
+        self.path = str(path)
+        super().__init__(f"{path}: {message}")
+
+
+class FetchError(DataError):
+    """Fetching a raw dataset failed (bad source, failed download, wrong layout)."""
+
+
+class SourceMissingError(FetchError):
+    """No usable source was given; the message says where to get the data, its terms and the command."""
+
+
+class UnsafeArchiveError(FetchError):
+    """An archive member with an absolute path, ``..`` component or link (zip-slip): nothing is extracted."""
+
+
+class LayoutError(FetchError):
+    """The placed files do not form the expected dataset layout (missing folders, wrong counts)."""

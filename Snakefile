@@ -1,0 +1,27 @@
+# sdconet-bench: the one entry point.
+#   snakemake --cores 2 all                                   # the embedded demo (default config)
+#   snakemake --cores 8 --use-conda all --configfile config/paper.yaml
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        data_targets(),
+
+
+rule data:
+    input:
+        data_targets(),

@@ -1,0 +1,173 @@
+# Data stage: raw -> COCO -> tiles -> partition -> exports (HR).
+
+
+rule fetch_raw:
+    output:
+        directory(f"{R}/data/{{dataset}}/raw"),
+    params:
+        cfg=ds_cfg,
+    log:
+        "logs/data/{dataset}/fetch_raw.log",
+    benchmark:
+        f"{R}/benchmarks/data/{{dataset}}/fetch_raw.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=120,
+    script:
+        "../scripts/fetch_raw.py"
+
+
+rule convert:
+    input:
+        raw_input,
+    output:
+        f"{R}/data/{{dataset}}/coco.json",
+    params:
+        source=lambda wc: ds_cfg(wc)["source"],
+        root=dataset_root,
+    log:
+        "logs/data/{dataset}/convert.log",
+    benchmark:
+        f"{R}/benchmarks/data/{{dataset}}/convert.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    script:
+        "../scripts/convert.py"
+
+
+rule split_tiles:
+    input:
+        coco=f"{R}/data/{{dataset}}/coco.json",
+    output:
+        directory(f"{R}/data/{{dataset}}/tiles"),
+    params:
+        root=dataset_root,
+        tile=lambda wc: ds_cfg(wc)["tile"],
+    log:
+        "logs/data/{dataset}/split_tiles.log",
+    benchmark:
+        f"{R}/benchmarks/data/{{dataset}}/split_tiles.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    script:
+        "../scripts/split_tiles.py"
+
+
+rule partition:
+    input:
+        tiles=f"{R}/data/{{dataset}}/tiles",
+    output:
+        train=f"{R}/data/{{dataset}}/partition/train.json",
+        val=f"{R}/data/{{dataset}}/partition/val.json",
+        test=f"{R}/data/{{dataset}}/partition/test.json",
+    params:
+        part=lambda wc: ds_cfg(wc)["partition"],
+    log:
+        "logs/data/{dataset}/partition.log",
+    benchmark:
+        f"{R}/benchmarks/data/{{dataset}}/partition.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/partition.py"
+
+
+rule export_yolo_hr:
+    input:
+        tiles=f"{R}/data/{{dataset}}/tiles",
+        parts=multiext(f"{R}/data/{{dataset}}/partition/", "train.json", "val.json", "test.json"),
+    output:
+        directory(f"{R}/data/{{dataset}}/yolo_hr"),
+    params:
+        images=lambda wc, input: f"{input.tiles}/images",
+    log:
+        "logs/data/{dataset}/export_yolo_hr.log",
+    benchmark:
+        f"{R}/benchmarks/data/{{dataset}}/export_yolo_hr.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    script:
+        "../scripts/export_yolo.py"
+
+
+rule degrade:
+    input:
+        tiles=f"{R}/data/{{dataset}}/tiles",
+    output:
+        directory(f"{R}/data/{{dataset}}/{{degradation}}/lr"),
+    params:
+        deg=lambda wc: config["degradations"][wc.degradation],
+    log:
+        "logs/data/{dataset}/{degradation}/degrade.log",
+    benchmark:
+        f"{R}/benchmarks/data/{{dataset}}/{{degradation}}/degrade.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        "../scripts/degrade.py"
+
+
+rule export_yolo_lr:
+    input:
+        lr=f"{R}/data/{{dataset}}/{{degradation}}/lr",
+        parts=multiext(f"{R}/data/{{dataset}}/partition/", "train.json", "val.json", "test.json"),
+    output:
+        directory(f"{R}/data/{{dataset}}/{{degradation}}/yolo_lr"),
+    params:
+        images=lambda wc, input: input.lr,
+    log:
+        "logs/data/{dataset}/{degradation}/export_yolo_lr.log",
+    benchmark:
+        f"{R}/benchmarks/data/{{dataset}}/{{degradation}}/export_yolo_lr.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    script:
+        "../scripts/export_yolo.py"
+
+
+rule export_basicsr:
+    input:
+        tiles=f"{R}/data/{{dataset}}/tiles",
+        lr=f"{R}/data/{{dataset}}/{{degradation}}/lr",
+        parts=multiext(f"{R}/data/{{dataset}}/partition/", "train.json", "val.json", "test.json"),
+    output:
+        directory(f"{R}/data/{{dataset}}/{{degradation}}/basicsr"),
+    log:
+        "logs/data/{dataset}/{degradation}/export_basicsr.log",
+    benchmark:
+        f"{R}/benchmarks/data/{{dataset}}/{{degradation}}/export_basicsr.tsv"
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=30,
+    script:
+        "../scripts/export_basicsr.py"

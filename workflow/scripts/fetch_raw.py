@@ -1,0 +1,23 @@
+"""Rule fetch_raw: the demo generator, or fetch + verify a real dataset."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821  (repo root)
+from sdconet.utils.smk import setup_logging  # noqa: E402
+
+setup_logging(snakemake.log[0])  # noqa: F821
+
+cfg = snakemake.params.cfg  # noqa: F821
+out = Path(snakemake.output[0])  # noqa: F821
+if cfg["source"] == "demo":
+    from data_prep.demo import generate_demo
+
+    d = cfg.get("demo", {})
+    generate_demo(out, n_images=d.get("n_images", 12), size=d.get("size", 512), seed=d.get("seed", 0))
+else:
+    from data_prep.fetch import fetch_dataset
+
+    f = cfg.get("fetch", {})
+    fetch_dataset(cfg["source"], out, archives=[Path(a) for a in f.get("archives", [])],
+                  allow_download=f.get("allow_download", False), manifest=f.get("manifest"),
+                  md5=f.get("md5"), hrrsd_annotations=f.get("hrrsd_annotations"))

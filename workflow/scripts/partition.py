@@ -1,0 +1,15 @@
+"""Rule partition: train/val/test by source image."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821  (repo root)
+from sdconet.utils.smk import setup_logging  # noqa: E402
+
+setup_logging(snakemake.log[0])  # noqa: F821
+
+from data_prep.partition import partition_tiles  # noqa: E402
+
+p = snakemake.params.part  # noqa: F821
+partition_tiles(Path(snakemake.input.tiles) / "annotations.json",  # noqa: F821
+                Path(snakemake.output.train).parent, mode=p.get("mode", "ratio"),  # noqa: F821
+                ratios=p.get("ratios", {"train": 0.7, "val": 0.1, "test": 0.2}), seed=p.get("seed", 0))
