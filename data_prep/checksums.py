@@ -1,4 +1,5 @@
-"""File digests and ``sha256sum``-style manifests (``<hex>  ./relative/path`` per line).
+"""File integrity: digests, ``sha256sum``-style manifests (``<hex>  ./relative/path`` per line), verified
+downloads and safe reading of archives (no absolute, ``..`` or link members: zip-slip).
 
 Used by ``python -m data_prep fetch`` to verify downloaded archives (md5, as the mirrors publish)
 and placed dataset files (sha256 manifests such as ``../shared/data/nwpu_vhr10/MANIFEST.sha256``).
@@ -8,15 +9,23 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tarfile
+import tempfile
 import time
+import urllib.error
+import urllib.request
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Callable, Iterator, Mapping
 
-from data_prep.errors import ChecksumError, DataError, ManifestError, MissingFileError
+from tqdm import tqdm
+
+from data_prep.errors import ChecksumError, DataError, FetchError, ManifestError, MissingFileError, UnsafeArchiveError
 
 #: hex digest length -> algorithm (how ``sha256sum``/``md5sum`` style manifests are told apart)
 ALGO_BY_LENGTH = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
+Opener = Callable[[], BinaryIO]
 _LINE_RE = re.compile(r"^(\\?)([0-9a-fA-F]+) [ *](.+)$")
 
 
@@ -54,6 +63,35 @@ def verify_file(path: str | os.PathLike, expected: str, algo: str = "md5") -> st
     if actual != expected:
         raise ChecksumError(path, algo, expected, actual)
     return actual
+
+
+def download(url: str, target: Path, md5: str | None, progress: bool = True, timeout: float = 60.0) -> str:
+    """Stream ``url`` (http(s) or file://) to a temporary sibling of ``target``, check its md5, rename it.
+
+    Returns the md5. On a mismatch or a failed transfer the partial file is removed and
+    ChecksumError / FetchError is raised; ``target`` only ever holds a verified file.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    tmp, h = Path(tmp_name), hashlib.md5()
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
+            total = resp.headers.get("Content-Length")
+            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, desc=target.name,
+                      disable=not progress) as bar:
+                while block := resp.read(1 << 20):
+                    out.write(block)
+                    h.update(block)
+                    bar.update(len(block))
+        actual = h.hexdigest()
+        if md5 and actual != md5.lower():
+            raise ChecksumError(f"{target.name} (downloaded from {url})", "md5", md5.lower(), actual)
+        os.replace(tmp, target)
+        return actual
+    except (urllib.error.URLError, OSError) as e:
+        raise FetchError(f"download of {url} to {target} failed: {e}") from e
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _clean_relpath(name: str, manifest: object, lineno: int) -> str:
@@ -133,3 +171,59 @@ def verify_manifest(root: str | os.PathLike, manifest: str | os.PathLike | Mappi
     return {"ok": True, "root": str(root), "manifest": label, "subset_prefix": subset_prefix,
             "listed": total_listed, "verified": len(entries), "bytes": nbytes, "algorithms": by_algo,
             "seconds": round(time.monotonic() - t0, 3)}
+
+
+_JUNK_FILES = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+def _member_name(name: str, archive: Path) -> str | None:
+    """Normalised relative path of an archive member; None for junk; UnsafeArchiveError if it escapes."""
+    norm = name.replace("\\", "/")
+    if norm.startswith("/") or re.match(r"[A-Za-z]:", norm) or "\x00" in norm:
+        raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path; refusing to extract")
+    parts = [p for p in norm.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise UnsafeArchiveError(f"{archive}: member {name!r} leaves the extraction folder ('..', zip-slip); "
+                                 "refusing to extract")
+    if not parts or parts[0] == "__MACOSX" or parts[-1].startswith("._") or parts[-1] in _JUNK_FILES:
+        return None
+    return "/".join(parts)
+
+
+def iter_members(source: Path) -> Iterator[tuple[str, Opener]]:
+    """Yield ``(relative path, opener)`` for every regular file of a folder, zip or tar(.gz/.bz2/.xz)."""
+    if source.is_dir():
+        for p in sorted(source.rglob("*")):
+            rel_parts = p.relative_to(source).parts
+            if ".git" not in rel_parts and p.is_file() and (rel := _member_name("/".join(rel_parts), source)):
+                yield rel, (lambda p=p: open(p, "rb"))
+    elif zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as zf:
+            members = []
+            for info in zf.infolist():  # validate every name before extracting anything
+                rel = _member_name(info.filename, source)
+                if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                    raise UnsafeArchiveError(f"{source}: member {info.filename!r} is a symbolic link; refusing")
+                if rel and not info.is_dir():
+                    members.append((rel, info))
+            for rel, info in members:
+                yield rel, (lambda info=info: zf.open(info))
+    elif source.is_file() and tarfile.is_tarfile(source):
+        with tarfile.open(source, "r:*") as tf:
+            for m in tf:
+                rel = _member_name(m.name, source)
+                if not (m.isfile() or m.isdir()):
+                    raise UnsafeArchiveError(f"{source}: member {m.name!r} is a link or device; refusing to extract")
+                if rel and m.isfile():
+                    yield rel, (lambda m=m: tf.extractfile(m))
+    else:
+        raise FetchError(f"{source}: not a folder, .zip or .tar(.gz/.bz2/.xz) archive")
+
+
+def stream_digest(opener: Opener, algo: str = "sha256") -> str:
+    """Hex digest of the stream returned by ``opener()`` (an archive member)."""
+    h = hashlib.new(_check_algo(algo))
+    with opener() as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()

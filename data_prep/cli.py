@@ -33,7 +33,8 @@ def _cmd_fetch(a: argparse.Namespace) -> dict:
 
     return fetch_dataset(a.dataset, a.dest, archives=[Path(p) for p in a.archive or []],
                          allow_download=a.allow_download, manifest=a.manifest, url=a.url, md5=a.md5,
-                         hrrsd_annotations=a.hrrsd_annotations)
+                         hrrsd_annotations=a.hrrsd_annotations, force=a.force,
+                         download_dir=a.download_dir)
 
 
 def _cmd_convert(a: argparse.Namespace) -> dict:
@@ -105,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--url", help="override the download URL")
     f.add_argument("--md5", help="expected md5 of the archive / download")
     f.add_argument("--hrrsd-annotations", type=Path, help="local clone or archive of the HRRSD repository")
+    f.add_argument("--force", action="store_true", help="re-extract even if DEST already verifies")
+    f.add_argument("--download-dir", type=Path, help="where downloaded archives are kept (default: beside DEST)")
     f.set_defaults(func=_cmd_fetch)
 
     c = sub.add_parser("convert", help="raw dataset -> one COCO json (HR pixels)")

@@ -36,7 +36,8 @@ KERNEL_DESCRIPTIONS: dict[str, str] = {
     "bilinear": "torch.nn.functional.interpolate(mode='bilinear', align_corners=False, antialias=False), "
                 "size=(H//s, W//s) (SuperYOLO)",
 }
-PIPELINE_ORDER = "gaussian blur (sigma in HR px) -> downsample -> gaussian noise (sigma in 0..255) -> round+clip uint8 -> JPEG"
+PIPELINE_ORDER = ("gaussian blur (sigma in HR px) -> downsample -> gaussian noise (sigma in 0..255) "
+                  "-> round+clip uint8 -> JPEG")
 
 
 def _check_params(scale: int, kernel: str, blur: float, noise: float, jpeg: int | None) -> None:

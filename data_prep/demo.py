@@ -87,6 +87,47 @@ def _iou(a: list[float], b: list[float]) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
+def _try_place(rng: np.random.Generator, cls: str, size: int, min_obj: int, max_obj: int, roads: list,
+               water: np.ndarray, on_water: np.ndarray, objects: list[dict[str, Any]]) -> tuple | None:
+    """A free placement ``(box, parts, angle, size, centre)`` for one object of ``cls``, or None."""
+    lo, hi = _SIZE_FRAC[cls]
+    # kept 0.02 px inside [min_obj, max_obj] so the outward 2-decimal rounding of the box stays inside
+    target = min(max(min_obj + (max_obj - min_obj) * rng.uniform(lo, hi), min_obj), max_obj - 0.02)
+    for _attempt in range(40):
+        angle = float(rng.uniform(0, 360))
+        if cls == "vehicle" and roads and rng.random() < 0.7:
+            p, d, ang, width = roads[int(rng.integers(len(roads)))]
+            normal = np.array([-d[1], d[0]])
+            centre = p + d * rng.uniform(-size, size) + normal * width * rng.choice([-0.25, 0.25])
+            angle = (ang + float(rng.choice([0.0, 180.0])) + float(rng.normal(0, 2))) % 360
+        else:
+            centre = rng.uniform(0, size, 2)
+        parts: list[tuple[np.ndarray, str]] = []
+        if cls == "storage tank":
+            box = [*(centre - target / 2), *(centre + target / 2)]
+            angle = 0.0
+        else:
+            unit = [(_rot(pts, angle, np.zeros(2)), role) for pts, role in _shape(cls)]
+            allp = np.concatenate([u for u, _ in unit])
+            ext = (allp.max(0) - allp.min(0)).max()
+            parts = [(u * (target / ext) + centre, role) for u, role in unit]
+            allp = np.concatenate([u for u, _ in parts])
+            box = [*allp.min(0), *allp.max(0)]
+        if box[0] < 1 or box[1] < 1 or box[2] > size - 1 or box[3] > size - 1:
+            continue
+        if any(_iou(box, o["bbox"]) > _MAX_IOU for o in objects):
+            continue
+        ix, iy = int(centre[0]), int(centre[1])
+        if cls == "ship":
+            corners = np.concatenate([u for u, _ in parts]).astype(int)
+            if not on_water[corners[:, 1], corners[:, 0]].all() or not on_water[iy, ix]:
+                continue
+        elif water[iy, ix]:
+            continue
+        return [float(v) for v in box], parts, angle, float(target), centre
+    return None
+
+
 def _scene(rng: np.random.Generator, size: int, min_obj: int, max_obj: int,
            n_obj: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
     img = _ground(rng, size)
@@ -125,43 +166,15 @@ def _scene(rng: np.random.Generator, size: int, min_obj: int, max_obj: int,
 
     objects: list[dict[str, Any]] = []
     for _ in range(n_obj):
-        cls = DEMO_CLASSES[int(rng.integers(len(DEMO_CLASSES)))]
-        lo, hi = _SIZE_FRAC[cls]
-        target = min_obj + (max_obj - min_obj) * rng.uniform(lo, hi)
-        for _attempt in range(40):
-            angle = float(rng.uniform(0, 360))
-            if cls == "vehicle" and roads and rng.random() < 0.7:
-                p, d, ang, width = roads[int(rng.integers(len(roads)))]
-                normal = np.array([-d[1], d[0]])
-                centre = p + d * rng.uniform(-size, size) + normal * width * rng.choice([-0.25, 0.25])
-                angle = (ang + float(rng.choice([0.0, 180.0])) + float(rng.normal(0, 2))) % 360
-            else:
-                centre = rng.uniform(0, size, 2)
-            if cls == "storage tank":
-                box = [*(centre - target / 2), *(centre + target / 2)]
-                angle = 0.0
-                parts: list[tuple[np.ndarray, str]] = []
-            else:
-                unit = [(_rot(pts, angle, np.zeros(2)), role) for pts, role in _shape(cls)]
-                allp = np.concatenate([u for u, _ in unit])
-                ext = (allp.max(0) - allp.min(0)).max()
-                parts = [(u * (target / ext) + centre, role) for u, role in unit]
-                allp = np.concatenate([u for u, _ in parts])
-                box = [*allp.min(0), *allp.max(0)]
-            if box[0] < 1 or box[1] < 1 or box[2] > size - 1 or box[3] > size - 1:
-                continue
-            if any(_iou(box, o["bbox"]) > _MAX_IOU for o in objects):
-                continue
-            ix, iy = int(centre[0]), int(centre[1])
-            if cls == "ship":
-                corners = np.concatenate([u for u, _ in parts]).astype(int)
-                if not on_water[corners[:, 1], corners[:, 0]].all() or not on_water[iy, ix]:
-                    continue
-            elif water[iy, ix]:
-                continue
-            break
+        first = int(rng.integers(len(DEMO_CLASSES)))
+        # the drawn class first; when it finds no free spot (e.g. no room on the water), the others
+        for cls in (DEMO_CLASSES[(first + k) % len(DEMO_CLASSES)] for k in range(len(DEMO_CLASSES))):
+            placed = _try_place(rng, cls, size, min_obj, max_obj, roads, water, on_water, objects)
+            if placed is not None:
+                break
         else:
-            continue  # no free spot for this object: leave it out
+            continue  # the scene is full: leave this object out
+        box, parts, angle, target, centre = placed
         if cls == "storage tank":
             r = target / 2
             c = tuple(int(round(v * (1 << _SHIFT))) for v in centre)
@@ -179,8 +192,10 @@ def _scene(rng: np.random.Generator, size: int, min_obj: int, max_obj: int,
                     _poly(img, pts + shadow * target * 0.12, (55, 58, 50))
             for pts, role in parts:
                 _poly(img, pts, body if role == "body" else dark)
-        objects.append({"bbox": [round(float(min(max(v, 0), size)), 2) for v in box], "category": cls,
-                        "angle": round(angle, 2)})
+        x1, y1 = (math.floor(v * 100) / 100 for v in box[:2])  # rounded outwards to 0.01 px
+        x2, y2 = (math.ceil(v * 100) / 100 for v in box[2:])
+        objects.append({"bbox": [max(x1, 0.0), max(y1, 0.0), min(x2, float(size)), min(y2, float(size))],
+                        "category": cls, "angle": round(angle, 2)})
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), objects
 
 

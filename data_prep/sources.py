@@ -11,7 +11,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Mapping
 
-from data_prep.errors import DataError, LayoutError
+from data_prep.errors import DataError, FetchError, LayoutError
 
 Locator = Callable[[str], Path]
 
@@ -55,12 +55,13 @@ NWPU = DatasetSource(
     terms=("research purposes only (the dataset's readme.txt); cite the three Cheng et al. papers. No other "
            "licence; images from Google Earth and ISPRS/DGPF Vaihingen. Do not redistribute it."),
     where_to_get=(
-        "automatic (--download): https://hf.co/datasets/torchgeo/vhr10/resolve/60ecc4be33609184e2224606858cd00b7daba8df/"
-        "NWPU%20VHR-10%20dataset.zip (md5 6add6751469c12dd8c8d6223064c6c4d, about 77 MB)",
+        "automatic (--allow-download): https://hf.co/datasets/torchgeo/vhr10/resolve/"
+        "60ecc4be33609184e2224606858cd00b7daba8df/NWPU%20VHR-10%20dataset.zip "
+        "(md5 6add6751469c12dd8c8d6223064c6c4d, about 77 MB)",
         "manual: the same 'NWPU VHR-10 dataset.zip' from that URL or the authors' Google Drive / OneDrive copies",
     ),
-    commands=('python -m data_prep fetch nwpu --dest "{dest}" --download',
-              'python -m data_prep fetch nwpu --dest "{dest}" --archive "/path/to/NWPU VHR-10 dataset.zip"'),
+    commands=('python -m data_prep fetch --dataset nwpu --dest "{dest}" --allow-download',
+              'python -m data_prep fetch --dataset nwpu --dest "{dest}" --archive "/path/to/NWPU VHR-10 dataset.zip"'),
     items=("NWPU VHR-10 dataset",),
     expected_counts=MappingProxyType({"positive": 650, "negative": 150, "ground_truth": 650}),
     archive_name="NWPU VHR-10 dataset.zip",
@@ -84,13 +85,12 @@ DOTA = DatasetSource(
         "archives (OBB, e.g. DOTA-v1.5_train.zip, and optionally the *_hbb ones).",
         "keep the downloaded folder names (train/, val/, test/) or put train/val/test in each archive name so the "
         "part can be detected; OBB and HBB label archives are kept apart (labelTxt/ vs labelTxt_hbb/).",
-        "automatic download only with an explicit --download --url URL --md5 MD5 (e.g. a mirror you trust)",
+        "automatic download only with an explicit --allow-download --url URL --md5 MD5 (e.g. a mirror you trust)",
     ),
-    commands=('python -m data_prep fetch dota --dest "{dest}" --archive DOTA/train/images/part1.zip '
+    commands=('python -m data_prep fetch --dataset dota --dest "{dest}" --archive DOTA/train/images/part1.zip '
               '--archive DOTA/train/images/part2.zip --archive DOTA/train/images/part3.zip '
               '--archive DOTA/train/labelTxt-v1.5/DOTA-v1.5_train.zip --archive DOTA/val/images/part1.zip '
-              '--archive DOTA/val/labelTxt-v1.5/DOTA-v1.5_val.zip [--archive ..._hbb.zip] '
-              '[--checksums md5sums.txt]',),
+              '--archive DOTA/val/labelTxt-v1.5/DOTA-v1.5_val.zip [--archive ..._hbb.zip]',),
     items=tuple(f"{p}/{s}" for p in ("train", "val", "test") for s in ("images", "labelTxt", "labelTxt_hbb")),
     expected_counts=MappingProxyType({"train_images": 1411, "val_images": 458, "test_images": 937}),
 )
@@ -105,13 +105,14 @@ HRRSD = DatasetSource(
            "and Baidu Map, whose terms apply: research use only, do not redistribute."),
     where_to_get=(
         "annotations (OPT2017/Annotations, OPT2017/ImageSets): git clone "
-        "https://github.com/CrazyStoneonRoad/TGRS-HRRSD-Dataset (or --download, which clones it)",
+        "https://github.com/CrazyStoneonRoad/TGRS-HRRSD-Dataset (or --allow-download, which clones it)",
         "images (OPT2017/JPEGImages, 21,761 JPEGs): the Baidu / Google Drive archives linked by the authors "
         "(the Drive link is reported dead) or a Kaggle mirror; place the archive locally",
     ),
-    commands=('python -m data_prep fetch hrrsd --dest "{dest}" --archive /path/to/HRRSD_images.zip '
+    commands=('python -m data_prep fetch --dataset hrrsd --dest "{dest}" --archive /path/to/HRRSD_images.zip '
               '--hrrsd-annotations /path/to/TGRS-HRRSD-Dataset',
-              'python -m data_prep fetch hrrsd --dest "{dest}" --archive /path/to/HRRSD_images.zip --download'),
+              'python -m data_prep fetch --dataset hrrsd --dest "{dest}" --archive /path/to/HRRSD_images.zip '
+              '--allow-download'),
     items=("OPT2017/JPEGImages", "OPT2017/Annotations", "OPT2017/ImageSets"),
     expected_counts=MappingProxyType({"images": 21761, "train": 5401, "val": 5417, "test": 10943}),
     annotations_repo="https://github.com/CrazyStoneonRoad/TGRS-HRRSD-Dataset",
@@ -145,7 +146,8 @@ def _expect(counts: Mapping[str, int], expected: Mapping[str, int], where: Mappi
 def _pairing(a: set[str], b: set[str], a_dir: Path, b_dir: Path) -> None:
     if a != b:
         only_a, only_b = sorted(a - b)[:5], sorted(b - a)[:5]
-        raise LayoutError(f"{a_dir} and {b_dir} do not pair up: only in the first {only_a}, only in the second {only_b}")
+        raise LayoutError(f"{a_dir} and {b_dir} do not pair up: only in the first {only_a}, "
+                          f"only in the second {only_b}")
 
 
 def _check_nwpu(loc: Locator, expected: Mapping[str, int], warnings: list[str]) -> dict[str, int]:
@@ -231,7 +233,7 @@ def check_layout(dataset: str, root: Path | Locator, expected: Mapping[str, int]
     return _CHECKS[src.name](loc, exp, warnings if warnings is not None else [])
 
 
-def safe_part_names(text: str) -> set[str]:
+def split_names_in(text: str) -> set[str]:
     """The split names (train/val/test) that start a word in ``text`` ('trainval' gives both; 'interval' none)."""
     s, found, last_end = text.lower(), set(), -1
     for m in re.finditer(r"train|val|test", s):
@@ -239,3 +241,51 @@ def safe_part_names(text: str) -> set[str]:
             found.add(m.group())
             last_end = m.end()
     return found
+
+
+def dota_archive_parts(archive: Path) -> set[str]:
+    """Split names found in a DOTA archive's file name, else its folder, else the folder above that."""
+    for text in (archive.name, archive.parent.name, archive.parent.parent.name):
+        if found := split_names_in(text):
+            return found
+    return set()
+
+
+def dota_target(rel: str, archive: Path, archive_parts: set[str]) -> str | None:
+    """DEST-relative place of DOTA archive member ``rel`` (``train/labelTxt_hbb/P0001.txt``), None if no dataset file.
+
+    ``*.png`` go to ``<part>/images``; ``P*.txt`` to ``<part>/labelTxt`` or, when "hbb" is in the archive
+    name or the member path, ``<part>/labelTxt_hbb`` (OBB and HBB archives hold the same file names).
+    The part comes from the member path, else ``archive_parts``; FetchError naming archive and member
+    when it is missing, ambiguous or contradicts the archive name.
+    """
+    folder, _, base = rel.rpartition("/")
+    if base.lower().endswith(".png"):
+        sub = "images"
+    elif re.fullmatch(r"P\d+\.txt", base, re.IGNORECASE):
+        sub = "labelTxt_hbb" if "hbb" in archive.name.lower() or "hbb" in folder.lower() else "labelTxt"
+    else:
+        return None
+    inner = split_names_in(folder)
+    if inner and len(archive_parts) == 1 and inner != archive_parts:
+        raise FetchError(f"{archive}: member {rel!r} lies under {sorted(inner)} but the archive name says "
+                         f"{sorted(archive_parts)}")
+    found = inner or archive_parts
+    if len(found) != 1:
+        why = f"ambiguous: {sorted(found)}" if found else "no train/val/test in its name, folder or member path"
+        raise FetchError(f"{archive}: cannot tell the DOTA part of member {rel!r} ({why}); rename the archive "
+                         "(e.g. train_part1.zip) or keep it in a train/, val/ or test/ folder")
+    return f"{next(iter(found))}/{sub}/{base}"
+
+
+def hrrsd_target(rel: str) -> str | None:
+    """DEST-relative place of an HRRSD member: JPEGs, ``Annotations/*.xml``, ``ImageSets/Main/*.txt``; else None."""
+    parts = rel.split("/")
+    base, suffix = parts[-1], Path(parts[-1]).suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        return f"OPT2017/JPEGImages/{base}"
+    if suffix == ".xml" and "Annotations" in parts[:-1]:
+        return f"OPT2017/Annotations/{base}"
+    if suffix == ".txt" and parts[-3:-1] == ["ImageSets", "Main"]:
+        return f"OPT2017/ImageSets/Main/{base}"
+    return None

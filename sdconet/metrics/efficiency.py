@@ -13,6 +13,7 @@ import resource
 import statistics
 import sys
 import time
+import warnings
 from typing import Any, Callable, Mapping
 
 import torch
@@ -58,7 +59,9 @@ def count_flops(model: nn.Module, inputs: tuple | torch.Tensor, counter: str = "
     try:
         with torch.no_grad():
             if counter == "fvcore":
-                from fvcore.nn import FlopCountAnalysis  # noqa: PLC0415
+                with warnings.catch_warnings():  # fvcore.nn scripts its losses with the deprecated torch.jit.script
+                    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
+                    from fvcore.nn import FlopCountAnalysis  # noqa: PLC0415
 
                 fca = FlopCountAnalysis(model, inputs).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
                 macs = float(fca.total())

@@ -81,7 +81,8 @@ def write_metrics(path: str | Path, *, method: str, dataset: str, degradation: s
 
     ``provenance`` (git SHA, config hash + config, device string, versions, time) is added from
     :func:`sdconet.utils.provenance.provenance`. Per-image lists in ``sr`` are kept as given; pass a
-    trimmed dict if they are large.
+    trimmed dict if they are large. An infinite PSNR (identical images) is written as ``Infinity``, the
+    JSON extension Python's ``json`` reads back as ``inf``.
     """
     doc: dict[str, Any] = {
         "method": method, "dataset": dataset, "degradation": degradation, "seed": operator.index(seed),

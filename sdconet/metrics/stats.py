@@ -65,7 +65,7 @@ def bootstrap_ci(gt: dict | str | Path, detections: list[dict], metric: str = "A
     dets = _check_detections(data, detections)
     if not data["images"]:
         raise ValueError("ground truth has no images to resample")
-    point = _evaluate(data, dets, max_dets=max_dets, per_class=False, quiet=True)[metric]
+    point = _evaluate(data, dets, max_dets=max_dets, per_class=False, quiet=True, only=metric)[metric]
     pos = {im["id"]: i for i, im in enumerate(data["images"])}
     anns_by_img: list[list[dict]] = [[] for _ in data["images"]]
     dets_by_img: list[list[dict]] = [[] for _ in data["images"]]
@@ -79,7 +79,7 @@ def bootstrap_ci(gt: dict | str | Path, detections: list[dict], metric: str = "A
     values = []
     for _ in range(n_boot):
         boot_gt, boot_dets = _resample(data, anns_by_img, dets_by_img, rng.integers(0, n, size=n))
-        v = _evaluate(boot_gt, boot_dets, max_dets=max_dets, per_class=False, quiet=True)[metric]
+        v = _evaluate(boot_gt, boot_dets, max_dets=max_dets, per_class=False, quiet=True, only=metric)[metric]
         if v is not None:
             values.append(v)
     if values:

@@ -1,0 +1,166 @@
+"""Run configurations of the serial baselines (SR training/inference, YOLO, Faster R-CNN).
+
+Each config is a frozen dataclass; ``from_dict`` rejects unknown keys with an error naming the key (and
+the config and source), so a typo in a Snakemake/YAML config never falls back silently to a default.
+``to_kwargs()`` gives the keyword arguments of the matching library function.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Mapping, TypeVar
+
+T = TypeVar("T", bound="_Config")
+
+
+class ConfigError(ValueError):
+    """An unknown key, a missing required key or a bad value in a baseline config."""
+
+
+@dataclass(frozen=True)
+class _Config:
+    """Shared ``from_dict`` / ``to_dict`` / ``to_kwargs``."""
+
+    @classmethod
+    def from_dict(cls: type[T], data: Mapping[str, Any] | None, source: str = "config") -> T:
+        """Build from a mapping; raise :class:`ConfigError` on an unknown or missing key."""
+        data = dict(data or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in data:
+            if key not in known:
+                raise ConfigError(f"{source}: unknown key {key!r} for {cls.__name__}; "
+                                  f"valid keys: {', '.join(sorted(known))}")
+        try:
+            obj = cls(**data)
+        except TypeError as exc:  # a required field is missing
+            raise ConfigError(f"{source}: {cls.__name__}: {exc}") from None
+        obj.validate(source)
+        return obj
+
+    def validate(self, source: str = "config") -> None:
+        """Check value ranges (overridden where there is something to check)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (recorded in checkpoints and ``metrics.json`` provenance)."""
+        return dataclasses.asdict(self)
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the library function this config drives."""
+        return self.to_dict()
+
+
+def _positive(source: str, cfg: _Config, *names: str) -> None:
+    for n in names:
+        v = getattr(cfg, n)
+        if v is not None and v <= 0:
+            raise ConfigError(f"{source}: {type(cfg).__name__}.{n} must be > 0, got {v!r}")
+
+
+def _choice(source: str, cfg: _Config, name: str, choices: tuple[Any, ...]) -> None:
+    v = getattr(cfg, name)
+    if v not in choices:
+        raise ConfigError(f"{source}: {type(cfg).__name__}.{name} must be one of {choices}, got {v!r}")
+
+
+@dataclass(frozen=True)
+class SRTrainConfig(_Config):
+    """:func:`baselines.sr_train.train_sr` (paths are passed separately)."""
+
+    model_name: str = "edsr"
+    scale: int = 2
+    preset: str = "paper"
+    iters: int = 100_000
+    batch_size: int = 16
+    patch_size: int = 96
+    lr: float = 2e-4
+    seed: int = 0
+    checkpoint_every: int = 5000
+    log_every: int = 100
+    num_workers: int = 4
+    cache_images: bool = False
+
+    def validate(self, source: str = "config") -> None:  # noqa: D102
+        _choice(source, self, "model_name", ("edsr", "rrdb", "swinir"))
+        _choice(source, self, "preset", ("paper", "tiny"))
+        _choice(source, self, "scale", (1, 2, 3, 4, 8))
+        _positive(source, self, "iters", "batch_size", "patch_size", "lr", "checkpoint_every", "log_every")
+        if self.patch_size % self.scale:
+            raise ConfigError(f"{source}: patch_size {self.patch_size} must be divisible by scale {self.scale}")
+
+
+@dataclass(frozen=True)
+class SRInferConfig(_Config):
+    """:func:`baselines.sr_infer.infer_sr` / :func:`baselines.interp.upscale_folder` options."""
+
+    method: str = "edsr"
+    scale: int = 2
+    crop_border: int | None = None
+    test_y_channel: bool = True
+    tile: int | None = None
+    tile_pad: int = 16
+
+    def validate(self, source: str = "config") -> None:  # noqa: D102
+        _choice(source, self, "method", ("edsr", "rrdb", "swinir", "bicubic", "nearest"))
+        _positive(source, self, "scale", "tile")
+
+
+@dataclass(frozen=True)
+class YoloConfig(_Config):
+    """:func:`baselines.yolo.train_yolo` + the prediction settings of :func:`baselines.yolo.predict_yolo`."""
+
+    model: str = "yolov8n.yaml"
+    epochs: int = 100
+    imgsz: int = 512
+    batch: int = 16
+    seed: int = 0
+    device: str = "cpu"
+    weights: str | None = None
+    workers: int = 0
+    val: bool = True
+    conf: float = 0.001
+    iou: float = 0.6
+    max_det: int = 300
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, source: str = "config") -> None:  # noqa: D102
+        if not str(self.model).endswith((".yaml", ".yml")):
+            raise ConfigError(f"{source}: YoloConfig.model must be a model yaml such as yolov8n.yaml (a .pt name "
+                              f"would be downloaded); pass local weights in 'weights'")
+        _positive(source, self, "epochs", "imgsz", "batch", "max_det")
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """Arguments of ``train_yolo`` (prediction keys and ``overrides`` are unpacked/removed)."""
+        d = self.to_dict()
+        for k in ("conf", "iou", "max_det"):
+            d.pop(k)
+        d.update(d.pop("overrides"))
+        return d
+
+    def predict_kwargs(self) -> dict[str, Any]:
+        """Arguments of ``predict_yolo``."""
+        return {"conf": self.conf, "iou": self.iou, "max_det": self.max_det, "imgsz": self.imgsz,
+                "device": self.device}
+
+
+@dataclass(frozen=True)
+class FrcnnConfig(_Config):
+    """:func:`baselines.frcnn.train_frcnn` (paths are passed separately)."""
+
+    preset: str = "paper"
+    epochs: int = 12
+    batch_size: int = 2
+    lr: float = 0.01
+    seed: int = 0
+    tile_size: int | None = None
+    optimizer: str = "sgd"
+    weight_decay: float = 1e-4
+    warmup_iters: int = 500
+    log_every: int = 20
+    num_workers: int = 0
+    weights: str | None = None
+    amp: bool = True
+
+    def validate(self, source: str = "config") -> None:  # noqa: D102
+        _choice(source, self, "preset", ("paper", "tiny"))
+        _choice(source, self, "optimizer", ("sgd", "adamw"))
+        _positive(source, self, "epochs", "batch_size", "lr", "tile_size", "log_every")

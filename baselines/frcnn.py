@@ -1,0 +1,250 @@
+"""torchvision Faster R-CNN detector on tiles: model presets, COCO tile dataset, training loop, prediction.
+
+Presets (``build_frcnn``):
+
+* ``paper``: ``fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)`` (R50-FPN, the detector of the
+  serial baselines) with ``num_classes = C + 1`` and ``min_size = max_size = tile``, so the internal
+  transform never resizes a square tile (its default 800/1333 would upsample every tile). Built without
+  pretrained weights, torchvision makes all 5 backbone stages trainable with ordinary BatchNorm.
+* ``tiny``: the same FasterRCNN head on a ResNet-18 trunk with a 64-channel FPN (same 5 levels, anchors and
+  RoI pooling as ``paper``, ~1/10 of the compute); for CPU tests only.
+
+``weights`` loads a local file (our checkpoint, or e.g. torchvision's COCO R50-FPN state dict that a user
+downloaded): tensors whose name and shape match are loaded, the class-specific predictor is skipped when its
+shape differs. Nothing is ever downloaded.
+
+Boxes: the tile COCO json is on the HR grid; when the images are LR/SR copies of another size, the
+dataset scales boxes by (image size / json size) and :func:`predict_frcnn` maps predictions back to HR.
+Training: SGD (momentum 0.9, weight decay 1e-4), linear warm-up, x0.1 at 2/3 and 8/9 of the epochs,
+AMP on CUDA only, an atomic checkpoint every epoch, exact resume at epoch boundaries (per-epoch
+shuffles and flips are pure functions of ``(seed, epoch, index)``), ``log.jsonl``, and a clear error on a
+non-finite loss.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from baselines._runtime import (JsonlLog, check_finite, load_checkpoint, resolve_device, rng_state,
+                                sample_rng, save_checkpoint, seed_everything, set_rng_state)
+from baselines.mapping import TileIndex, boxes_to_coco, label_maps, scale_factors
+from baselines.sr_train import read_rgb, to_tensor
+from sdconet.utils.atomic import atomic_file
+from sdconet.utils.provenance import git_sha
+
+_RESUME_KEYS = ("preset", "num_classes", "tile_size", "batch_size", "lr", "seed", "optimizer")
+
+
+def build_frcnn(num_classes: int, tile_size: int, preset: str = "paper", weights: str | os.PathLike | None = None
+                ) -> nn.Module:
+    """Faster R-CNN for ``num_classes`` object classes (+1 background) on ``tile_size`` tiles."""
+    from torchvision.models import resnet18  # noqa: PLC0415
+    from torchvision.models.detection import FasterRCNN, fasterrcnn_resnet50_fpn  # noqa: PLC0415
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN  # noqa: PLC0415
+
+    size = int(tile_size)
+    if preset == "paper":
+        model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes + 1,
+                                        min_size=size, max_size=size)
+    elif preset == "tiny":
+        layers = {f"layer{i}": str(i - 1) for i in range(1, 5)}
+        backbone = BackboneWithFPN(resnet18(weights=None), return_layers=layers,
+                                   in_channels_list=[64, 128, 256, 512], out_channels=64)
+        model = FasterRCNN(backbone, num_classes=num_classes + 1, min_size=size, max_size=size,
+                           rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=150,
+                           rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=150, box_batch_size_per_image=64)
+    else:
+        raise ValueError(f"unknown Faster R-CNN preset {preset!r}; expected 'paper' or 'tiny'")
+    if weights is not None:
+        blob = torch.load(weights, map_location="cpu", weights_only=False)
+        state = blob.get("model", blob) if isinstance(blob, dict) else blob
+        own = model.state_dict()
+        ok = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        if not ok:
+            raise ValueError(f"{weights}: no tensor matches the {preset} Faster R-CNN")
+        model.load_state_dict(ok, strict=False)
+    model.sdconet_spec = {"num_classes": num_classes, "tile_size": size, "preset": preset}  # type: ignore[assignment]
+    return model
+
+
+class CocoTileDataset(Dataset):
+    """Tiles of a COCO json read from ``image_dir`` (HR, LR or SR copies), with targets on that grid.
+
+    Items are ``(image float CHW in [0, 1], {"boxes": (N, 4) xyxy float32, "labels": (N,) int64,
+    "image_id": int})``; an image without annotations gets ``boxes`` of shape (0, 4). ``iscrowd`` boxes are
+    left out of training targets. With ``hflip`` each item is flipped with p=0.5 as a function of
+    ``(seed, epoch, index)`` (call :meth:`set_epoch`).
+    """
+
+    def __init__(self, coco: Mapping[str, Any] | str | os.PathLike, image_dir: str | os.PathLike,
+                 hflip: bool = False, seed: int = 0):
+        self.index, self.image_dir, self.hflip, self.seed, self.epoch = TileIndex(coco), Path(image_dir), hflip, seed, 0
+        self.records = sorted(self.index.coco["images"], key=lambda r: r["id"])
+        self.cat_to_label, _ = label_maps(self.index.categories)
+        self.anns: dict[int, list[dict[str, Any]]] = {r["id"]: [] for r in self.records}
+        for a in self.index.coco.get("annotations", []):
+            if not a.get("iscrowd", 0):
+                self.anns[a["image_id"]].append(a)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the flips of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        rec = self.records[i]
+        img = read_rgb(self.index.find_file(self.image_dir, rec))
+        h, w = img.shape[:2]
+        anns = self.anns[rec["id"]]
+        boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+        boxes[:, 2:] += boxes[:, :2]
+        boxes *= np.array([w / rec["width"], h / rec["height"]] * 2)
+        labels = np.array([self.cat_to_label[a["category_id"]] for a in anns], dtype=np.int64)
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        boxes, labels = boxes[keep], labels[keep]
+        if self.hflip and sample_rng(self.seed, self.epoch, i).random() < 0.5:
+            img = img[:, ::-1]
+            boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
+        target = {"boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                  "labels": torch.as_tensor(labels, dtype=torch.int64), "image_id": int(rec["id"])}
+        return to_tensor(img), target
+
+
+def _collate(batch: Sequence[Any]) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+    return [b[0] for b in batch], [b[1] for b in batch]
+
+
+def _lr_factor(step: int, epoch: int, epochs: int, warmup_iters: int) -> float:
+    warm = min(1.0, 0.001 + (1 - 0.001) * step / warmup_iters) if warmup_iters > 0 else 1.0
+    drops = sum(epoch >= m for m in {int(epochs * 2 / 3), int(epochs * 8 / 9)} if m > 0)
+    return warm * 0.1 ** drops
+
+
+def train_frcnn(coco_json: str | os.PathLike, image_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                epochs: int, batch_size: int = 2, lr: float = 0.01, seed: int = 0, resume: bool = False,
+                device: str | torch.device | None = "cpu", preset: str = "paper", tile_size: int | None = None,
+                optimizer: str = "sgd", weight_decay: float = 1e-4, warmup_iters: int = 500, log_every: int = 20,
+                num_workers: int = 0, weights: str | os.PathLike | None = None, amp: bool = True) -> dict[str, Any]:
+    """Train Faster R-CNN on the tiles of ``coco_json`` read from ``image_dir``; returns a summary dict.
+
+    ``tile_size`` defaults to the largest side of the first image in ``image_dir`` (the detector's input
+    grid). ``optimizer``: ``"sgd"`` (momentum 0.9) or ``"adamw"``. ``resume`` continues from
+    ``out_dir/checkpoints/last.pt`` (written after every epoch) when it exists.
+    """
+    out, dev = Path(out_dir), resolve_device(device)
+    data = CocoTileDataset(coco_json, image_dir, hflip=True, seed=seed)
+    if not len(data):
+        raise ValueError(f"{coco_json}: no images")
+    if tile_size is None:
+        tile_size = max(read_rgb(data.index.find_file(image_dir, data.records[0])).shape[:2])
+    categories = data.index.categories
+    config = {"preset": preset, "num_classes": len(categories), "tile_size": int(tile_size), "epochs": int(epochs),
+              "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed), "optimizer": optimizer,
+              "weight_decay": float(weight_decay), "warmup_iters": int(warmup_iters), "categories": categories,
+              "coco_json": str(coco_json), "image_dir": str(image_dir), "weights": str(weights) if weights else None}
+    seed_everything(seed)
+    model = build_frcnn(len(categories), int(tile_size), preset, weights).to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "sgd":
+        optim: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
+    elif optimizer == "adamw":
+        optim = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}; expected 'sgd' or 'adamw'")
+    use_amp = amp and dev.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    ckpt_path, start_epoch, step = out / "checkpoints" / "last.pt", 0, 0
+    if resume and ckpt_path.is_file():
+        ckpt = load_checkpoint(ckpt_path)
+        bad = {k: (ckpt["config"].get(k), config[k]) for k in _RESUME_KEYS if ckpt["config"].get(k) != config[k]}
+        if bad:
+            raise ValueError(f"cannot resume from {ckpt_path}: config differs (checkpoint, now): {bad}")
+        model.load_state_dict(ckpt["model"])
+        optim.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
+        set_rng_state(ckpt["rng"])
+    log = JsonlLog(out / "log.jsonl", resume_step=step if resume else None, key="step")
+    t0, last: dict[str, float] = time.time(), {}
+    for epoch in range(start_epoch, epochs):
+        data.set_epoch(epoch)
+        order = sample_rng(seed, epoch).permutation(len(data)).tolist()
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        loader = DataLoader(data, batch_sampler=batches, num_workers=num_workers, collate_fn=_collate,
+                            generator=torch.Generator().manual_seed(int(seed) * 100003 + epoch))
+        model.train()
+        for images, targets in tqdm(loader, desc=f"frcnn epoch {epoch + 1}/{epochs}", disable=None):
+            for g in optim.param_groups:
+                g["lr"] = lr * _lr_factor(step, epoch, epochs, warmup_iters)
+            images = [im.to(dev, non_blocking=True) for im in images]
+            targets = [{k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+            with torch.autocast("cuda", enabled=use_amp):
+                losses = model(images, targets)
+            loss = sum(losses.values())
+            step += 1
+            check_finite(loss, step, out)
+            optim.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optim)
+            scaler.update()
+            last = {k: float(v.detach()) for k, v in losses.items()} | {"loss": float(loss.detach())}
+            if step % log_every == 0:
+                log.write({"step": step, "epoch": epoch + 1, "lr": optim.param_groups[0]["lr"], **last,
+                           "elapsed_s": round(time.time() - t0, 3)})
+        log.write({"step": step, "epoch": epoch + 1, "end_of_epoch": True, **last})
+        save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optim.state_dict(),
+                                    "scaler": scaler.state_dict(), "epoch": epoch + 1, "step": step,
+                                    "rng": rng_state(), "config": config, "git_sha": git_sha()})
+    weights_path = out / "model.pt"
+    with atomic_file(weights_path, "wb") as fh:
+        torch.save({"model": model.state_dict(), "config": config}, fh)
+    return {"epochs": epochs, "steps": step, "resumed_from_epoch": start_epoch or None, "last_losses": last,
+            "checkpoint": str(ckpt_path), "weights": str(weights_path), "log": str(out / "log.jsonl"),
+            "seconds": round(time.time() - t0, 3), "device": str(dev), "tile_size": int(tile_size)}
+
+
+def load_frcnn(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a trained model from ``model.pt`` or ``checkpoints/last.pt``."""
+    blob = load_checkpoint(path)
+    cfg = blob["config"]
+    model = build_frcnn(cfg["num_classes"], cfg["tile_size"], cfg["preset"])
+    model.load_state_dict(blob["model"])
+    return model, cfg
+
+
+@torch.no_grad()
+def predict_frcnn(model: nn.Module | str | os.PathLike, coco_json: Mapping[str, Any] | str | os.PathLike,
+                  image_dir: str | os.PathLike, scale_to_hr: float | None = None,
+                  device: str | torch.device | None = "cpu", batch_size: int = 4) -> list[dict[str, Any]]:
+    """COCO detections (HR grid) for every image of ``coco_json`` found in ``image_dir``.
+
+    Boxes are scaled by ``scale_to_hr`` (checked against the json sizes) or, when None, by the json/image
+    size ratio, and clipped to the HR tile. torchvision's test settings are kept (score > 0.05, at most
+    100 detections per image, the Detectron defaults).
+    """
+    if isinstance(model, (str, os.PathLike)):
+        model, _ = load_frcnn(model)
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    data = CocoTileDataset(coco_json, image_dir)
+    _, label_to_cat = label_maps(data.index.categories)
+    out: list[dict[str, Any]] = []
+    for i0 in range(0, len(data), batch_size):
+        items = [data[i] for i in range(i0, min(i0 + batch_size, len(data)))]
+        preds = model([im.to(dev) for im, _ in items])
+        for (im, _), rec, p in zip(items, data.records[i0:i0 + batch_size], preds):
+            sx, sy = scale_factors(rec, (im.shape[2], im.shape[1]), scale_to_hr)
+            cats = [label_to_cat[int(lbl)] for lbl in p["labels"].cpu()]
+            out += boxes_to_coco(p["boxes"].cpu().numpy(), p["scores"].cpu().tolist(), cats, rec["id"], sx, sy,
+                                 rec["width"], rec["height"])
+    return out

@@ -1,0 +1,310 @@
+"""Typed configuration of SDCoNet (spec sections 3 and 10), presets and dict round trips.
+
+Pure dataclasses (no torch import). Every sub-config has the paper/official defaults; the ``tiny`` preset
+keeps the same code path with minimal widths and depths so that CPU tests run in seconds.
+
+Example:
+    >>> cfg = preset("tiny", num_classes=10, swin={"drop_path_rate": 0.0})
+    >>> cfg2 = from_dict(to_dict(cfg))          # round trip
+    >>> from_dict({"swin": {"embed_dims": 96}})  # raises ConfigError naming 'swin.embed_dims'
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+INF = math.inf
+
+
+class ConfigError(ValueError):
+    """An invalid or unknown configuration entry (the message names the dotted key path)."""
+
+
+@dataclass
+class SwinConfig:
+    """Shared Swin-T encoder (spec 3.1, mmdet ``SwinTransformer`` semantics)."""
+
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 7
+    mlp_ratio: float = 4.0
+    drop_path_rate: float = 0.2
+    patch_size: int = 4
+    #: Local ``.pth``/``.safetensors`` (timm, official Microsoft or mmdet layout) or ``"timm"`` to let timm
+    #: download ``swin_tiny_patch4_window7_224`` (needs ``HF_HUB_OFFLINE=0`` and internet). None: random init.
+    pretrained: str | None = None
+    #: Use ``F.scaled_dot_product_attention`` inside the window attention (same maths, faster).
+    fused_attn: bool = True
+
+
+@dataclass
+class NeckConfig:
+    """``ChannelMapperSR`` neck (spec 3.2)."""
+
+    out_channels: int = 256
+    num_groups: int = 32
+    #: Channels of the SR feature ``res_4`` (2 x stage-4 channels in the official code).
+    sr_channels: int = 1536
+    #: Build the 3x3 s2 SR conv at all (False for detection-only variants such as SA_DINO_BG).
+    build_sr_feature: bool = True
+
+
+@dataclass
+class SRDecoderConfig:
+    """SR decoder "SRNet" (spec 3.3)."""
+
+    embed_dim: int = 768
+    depths: tuple[int, ...] = (2, 6, 2, 2)
+    num_heads: tuple[int, ...] = (6, 12, 6, 3)
+    window_size: int = 8
+    mlp_ratio: float = 2.0
+    drop_path_rate: float = 0.1
+    upscale: int = 2
+    patch_size: int = 4
+    #: Channels after the PatchUnEmbed transposed conv (``embed_dim // 24`` = 32 in the official code).
+    unembed_channels: int = 32
+    #: Channels of the pixel-shuffle upsampler (``num_feat`` = 16 in the official code).
+    num_feat: int = 16
+    #: Reproduce the official ``res_4.view(B, -1, C)`` tokenisation bug (spec 3.3 / 9.8).
+    official_view_quirk: bool = False
+    #: Also build the 0.37 M parameters the official module holds but never uses (parity counting only).
+    keep_unused: bool = False
+    #: Add the SwinIR RGB mean (0.4488, 0.4371, 0.4040) to the output, as the official code does.
+    add_rgb_mean: bool = True
+    fused_attn: bool = True
+
+
+@dataclass
+class SaliencyConfig:
+    """Multi-scale saliency predictor and its supervision (spec 3.4)."""
+
+    #: "fixed": alpha = 1.0 frozen (SA_DINO_SR_GR); "learnable": U(-alpha_range, alpha_range) (SA_DINO_SR).
+    alpha_mode: str = "fixed"
+    alpha_init: float = 1.0
+    alpha_range: float = 0.3
+    loss_weight: float = 2.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    #: Level ranges on max(l, t, r, b) in HR pixels, levels 0..3 (lower bound exclusive, upper inclusive).
+    level_ranges: tuple[tuple[float, float], ...] = ((-1.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, INF))
+
+
+@dataclass
+class LRConfig:
+    """How the low-quality input is made (spec 1 / 2.1)."""
+
+    scale: int = 2
+    kernel: str = "bicubic"
+    #: True: downsample the normalised HR tensor inside the model (official). False: the input is already LR.
+    on_the_fly: bool = True
+
+
+@dataclass
+class SDCoNetConfig:
+    """The whole model. Detector fields follow spec 3.5/3.6 and 5 (used by the detection half)."""
+
+    swin: SwinConfig = field(default_factory=SwinConfig)
+    neck: NeckConfig = field(default_factory=NeckConfig)
+    sr_decoder: SRDecoderConfig = field(default_factory=SRDecoderConfig)
+    saliency: SaliencyConfig = field(default_factory=SaliencyConfig)
+    lr: LRConfig = field(default_factory=LRConfig)
+    # detector (DINO-4scale + saliency-aware encoder)
+    num_classes: int = 10
+    num_queries: int = 300
+    enc_layers: int = 6
+    dec_layers: int = 6
+    hidden_dim: int = 256
+    nheads: int = 8
+    dim_feedforward: int = 2048
+    dropout: float = 0.0
+    num_feature_levels: int = 4
+    enc_n_points: int = 4
+    dec_n_points: int = 4
+    pos_temperature: float = 20.0
+    level_filter_ratio: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0)
+    layer_filter_ratio: tuple[float, ...] = (1.0,) * 6
+    topk_sa: int = 100
+    bg_embed_size: int = 200
+    #: "faithful": the encoder class scorer stays untrained (official); "tied": tie it to the encoder head.
+    enhance_mcsp: str = "faithful"
+    num_dn_queries: int = 100
+    label_noise_scale: float = 0.5
+    box_noise_scale: float = 1.0
+    cost_class: float = 2.0
+    cost_bbox: float = 5.0
+    cost_giou: float = 2.0
+    loss_cls_weight: float = 1.0
+    loss_bbox_weight: float = 5.0
+    loss_giou_weight: float = 2.0
+    # multi-task / gradient routing
+    routing: str = "schedule"
+    unfreeze_epoch: int = 16
+    sr_loss_weight: float = 5.0
+    use_saliency: bool = True
+    use_sr: bool = True
+    shared_encoder: bool = True
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check cross-field consistency; raises :class:`ConfigError` naming the offending keys."""
+        s, n, d = self.swin, self.neck, self.sr_decoder
+        _check(len(s.depths) == len(s.num_heads) == 4, "swin.depths/swin.num_heads must have 4 stages")
+        for i, h in enumerate(s.num_heads):
+            _check((s.embed_dim * 2 ** i) % h == 0, f"swin.num_heads[{i}]={h} must divide {s.embed_dim * 2 ** i}")
+        _check(n.out_channels == self.hidden_dim, "neck.out_channels must equal hidden_dim")
+        _check(n.out_channels % n.num_groups == 0, "neck.num_groups must divide neck.out_channels")
+        _check(n.sr_channels % n.num_groups == 0, "neck.num_groups must divide neck.sr_channels")
+        _check(self.hidden_dim % 2 == 0 and self.hidden_dim % self.nheads == 0,
+               "hidden_dim must be even and divisible by nheads")
+        if self.use_sr:
+            _check(n.build_sr_feature, "use_sr=True needs neck.build_sr_feature=True")
+            _check(d.embed_dim == s.embed_dim * 8,
+                   f"sr_decoder.embed_dim must equal the stage-4 width swin.embed_dim*8 = {s.embed_dim * 8} "
+                   "(the decoder adds the encoder skips)")
+            _check(n.sr_channels == 2 * d.embed_dim, "neck.sr_channels must equal 2 * sr_decoder.embed_dim")
+            _check(len(d.depths) == len(d.num_heads) == 4, "sr_decoder.depths/num_heads must have 4 stages")
+            for i, h in enumerate(d.num_heads):
+                _check((d.embed_dim // 2 ** i) % h == 0,
+                       f"sr_decoder.num_heads[{i}]={h} must divide {d.embed_dim // 2 ** i}")
+            _check(d.upscale in (2, 3, 4, 8), "sr_decoder.upscale must be 2, 3, 4 or 8")
+        _check(self.num_feature_levels == 4, "num_feature_levels must be 4 (3 maps + 1 extra level)")
+        _check(len(self.level_filter_ratio) == self.num_feature_levels,
+               "level_filter_ratio needs one entry per feature level")
+        _check(len(self.layer_filter_ratio) == self.enc_layers, "layer_filter_ratio needs one entry per enc layer")
+        for name in ("level_filter_ratio", "layer_filter_ratio"):
+            _check(all(0.0 < r <= 1.0 for r in getattr(self, name)), f"{name} entries must lie in (0, 1]")
+        sal = self.saliency
+        _check(sal.alpha_mode in ("fixed", "learnable"), "saliency.alpha_mode must be 'fixed' or 'learnable'")
+        _check(len(sal.level_ranges) == self.num_feature_levels, "saliency.level_ranges needs one range per level")
+        _check(self.lr.kernel in ("bicubic", "bilinear"), "lr.kernel must be 'bicubic' or 'bilinear'")
+        _check(self.lr.scale >= 1, "lr.scale must be >= 1")
+        _check(self.routing in ("schedule", "none", "projection"),
+               "routing must be 'schedule', 'none' or 'projection'")
+        _check(self.enhance_mcsp in ("faithful", "tied"), "enhance_mcsp must be 'faithful' or 'tied'")
+
+
+def _check(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(msg)
+
+
+_TINY: dict[str, Any] = {
+    "swin": {"embed_dim": 24, "depths": (1, 1, 1, 1), "num_heads": (1, 2, 2, 4), "window_size": 4,
+             "drop_path_rate": 0.1},
+    "neck": {"out_channels": 32, "num_groups": 8, "sr_channels": 384},
+    "sr_decoder": {"embed_dim": 192, "depths": (1, 1, 1, 1), "num_heads": (2, 2, 2, 1), "window_size": 4,
+                   "drop_path_rate": 0.05, "unembed_channels": 16, "num_feat": 8},
+    "hidden_dim": 32, "nheads": 4, "dim_feedforward": 64, "enc_layers": 2, "dec_layers": 2,
+    "layer_filter_ratio": (1.0, 1.0), "num_queries": 20, "topk_sa": 10, "num_dn_queries": 10,
+    "bg_embed_size": 50,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "tiny": _TINY}
+
+
+def preset(name: str, **overrides: Any) -> SDCoNetConfig:
+    """Build a named preset, then apply overrides.
+
+    Args:
+        name: ``"paper"`` (official Swin-T / SRNet widths) or ``"tiny"`` (CPU-test widths, same code path).
+        **overrides: top-level fields (``num_classes=10``), nested dicts merged into a sub-config
+            (``swin={"drop_path_rate": 0.0}``) or dotted keys (``**{"swin.window_size": 8}``).
+
+    Returns:
+        The validated configuration.
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    d: dict[str, Any] = copy.deepcopy(PRESETS[name])
+    for key, value in overrides.items():
+        parts = key.split(".")
+        node = d
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        if isinstance(value, Mapping) and isinstance(node.get(parts[-1]), Mapping):
+            node[parts[-1]] = _merge(node[parts[-1]], value)
+        else:
+            node[parts[-1]] = value
+    return from_dict(d)
+
+
+def _merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict of a config (tuples kept; ``inf`` kept as a float)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: Mapping[str, Any], cls: type = SDCoNetConfig) -> Any:
+    """Build a config from a (possibly partial) nested dict; missing keys take their defaults.
+
+    Lists become tuples, ``"inf"``/``None`` inside ``level_ranges`` become ``inf``.
+
+    Raises:
+        ConfigError: for an unknown key (named by its dotted path, with a suggestion) or a bad value.
+    """
+    return _build(cls, d, prefix="")
+
+
+def _build(cls: type, d: Any, prefix: str) -> Any:
+    if dataclasses.is_dataclass(d) and not isinstance(d, type):
+        d = dataclasses.asdict(d)
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {type(d).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in d.items():
+        path = f"{prefix}{key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
+            raise ConfigError(f"unknown config key '{path}'{hint} (valid: {', '.join(sorted(fields))})")
+        f = fields[key]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            kwargs[key] = _build(type(default), value, prefix=f"{path}.")
+        else:
+            kwargs[key] = _coerce(value, default, path)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # pragma: no cover - defensive
+        raise ConfigError(f"invalid config at '{prefix.rstrip('.') or '<root>'}': {exc}") from exc
+
+
+def _coerce(value: Any, default: Any, path: str) -> Any:
+    if path.endswith("level_ranges"):
+        try:
+            return tuple((float(lo), INF if hi in (None, "inf", "Infinity") else float(hi)) for lo, hi in value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"'{path}' must be a list of (low, high) pairs: {exc}") from exc
+    if isinstance(default, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"'{path}' must be a list, got {value!r}")
+        return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"'{path}' must be true/false, got {value!r}")
+        return value
+    if isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"'{path}' must be an integer, got {value!r}")
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"'{path}' must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"'{path}' must be a string, got {value!r}")
+    return value

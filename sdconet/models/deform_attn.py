@@ -1,0 +1,127 @@
+"""Multi-scale deformable attention (Deformable-DETR; spec 3.5/3.6 and 10 row 16).
+
+The parameters, their initialisation (zero offset weights, the per-head direction bias grid scaled by the
+point index, zero attention weights, Xavier value/output projections) and the sampling kernel are the
+maintained ones from ultralytics (``ultralytics.nn.modules.transformer.MSDeformAttn`` and
+``ultralytics.nn.modules.utils.multi_scale_deformable_attn_pytorch``). That kernel uses
+``grid_sample(align_corners=False, padding_mode="zeros")`` on a value laid out as (B, N, heads, C/heads),
+exactly mmcv's ``multi_scale_deformable_attn_pytorch``.
+
+Only ``forward`` is re-implemented, because ultralytics' version accepts reference points of shape
+(B, Q, 1, 2|4) only (it broadcasts one point over all levels, which is enough for RT-DETR). The encoder
+and the DINO decoder need **per-level** reference points (B, Q, L, 2|4) (scaled by the valid ratios of
+each level), so the sampling locations are built with mmcv's (B, Q, heads, L, P, 2) layout:
+
+* 2-D points: ``loc = ref + offset / (W_l, H_l)``;
+* 4-D boxes: ``loc = ref_xy + offset / P * ref_wh * 0.5``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from ultralytics.nn.modules.transformer import MSDeformAttn as _UltralyticsMSDeformAttn
+from ultralytics.nn.modules.utils import multi_scale_deformable_attn_pytorch
+
+__all__ = ["MSDeformAttn", "multi_scale_deformable_attn", "shapes_as_list"]
+
+
+def shapes_as_list(spatial_shapes: Tensor | Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """(L, 2) spatial shapes (H, W) as a list of int tuples (what the sampling kernel splits by)."""
+    if isinstance(spatial_shapes, Tensor):
+        return [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
+    return [(int(h), int(w)) for h, w in spatial_shapes]
+
+
+def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor | Sequence[Sequence[int]],
+                                sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
+    """Bilinear multi-scale sampling + weighted sum (pure PyTorch; ultralytics' kernel).
+
+    Args:
+        value: (B, N_v, heads, C_h), levels concatenated row-major in ``spatial_shapes`` order.
+        spatial_shapes: (L, 2) as (H, W); sum(H*W) == N_v.
+        sampling_locations: (B, Q, heads, L, P, 2), normalised (x, y) in [0, 1] (top-left corner = 0,
+            bottom-right corner = 1; pixel centres at (i + 0.5) / W).
+        attention_weights: (B, Q, heads, L, P), already normalised.
+
+    Returns:
+        (B, Q, heads * C_h).
+    """
+    b, q, h, lv, p, _ = sampling_locations.shape
+    return multi_scale_deformable_attn_pytorch(
+        value, shapes_as_list(spatial_shapes), sampling_locations.reshape(b, q, h, lv * p, 2),
+        attention_weights.reshape(b, q, h, lv * p))
+
+
+class MSDeformAttn(_UltralyticsMSDeformAttn):
+    """Deformable-DETR attention: each query samples P points per head and level around its reference.
+
+    Parameters (``sampling_offsets``, ``attention_weights``, ``value_proj``, ``output_proj``) and their init
+    come from ultralytics. No residual, no dropout: callers add their own (see the encoder's
+    ``deform_residual``). Parameter count: ``4 d^2 + 4 d + d*heads*L*P*3 + heads*L*P*3`` (0.230 M for
+    d=256, 8 heads, 4 levels, 4 points).
+
+    Args:
+        d_model: Channels d.
+        n_levels: Feature levels L.
+        n_heads: Heads.
+        n_points: Points P per head and level.
+    """
+
+    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4) -> None:
+        super().__init__(d_model=d_model, n_levels=n_levels, n_heads=n_heads, n_points=n_points)
+
+    def reset_parameters(self) -> None:
+        """Re-apply the Deformable-DETR initialisation (after a generic Xavier pass over a parent).
+
+        ultralytics' ``_reset_parameters`` replaces ``sampling_offsets.bias`` by a new CPU Parameter; the
+        original Parameter object (device, optimizer identity) is kept and filled in place instead.
+        """
+        bias = self.sampling_offsets.bias
+        self._reset_parameters()
+        with torch.no_grad():
+            bias.copy_(self.sampling_offsets.bias)
+        self.sampling_offsets.bias = bias
+
+    def forward(self, query: Tensor, reference_points: Tensor, value: Tensor,  # type: ignore[override]
+                spatial_shapes: Tensor | Sequence[Sequence[int]],
+                key_padding_mask: Tensor | None = None) -> Tensor:
+        """Attend from ``query`` to the multi-level ``value``.
+
+        Args:
+            query: (B, Q, d), position embedding already added.
+            reference_points: (B, Q, L or 1, 2) normalised (x, y), or (B, Q, L or 1, 4) normalised
+                (cx, cy, w, h); a size-1 level axis is broadcast.
+            value: (B, N_v, d) flattened levels (not yet projected).
+            spatial_shapes: (L, 2) as (H, W).
+            key_padding_mask: (B, N_v) bool, True at padded positions (their values are zeroed).
+
+        Returns:
+            (B, Q, d).
+        """
+        bs, len_q, _ = query.shape
+        len_v = value.shape[1]
+        shapes = shapes_as_list(spatial_shapes)
+        if sum(hh * ww for hh, ww in shapes) != len_v:
+            raise ValueError(f"value has {len_v} tokens but spatial_shapes {shapes} sum to another count")
+        if len(shapes) != self.n_levels:
+            raise ValueError(f"expected {self.n_levels} levels, got {len(shapes)}")
+        v = self.value_proj(value)
+        if key_padding_mask is not None:
+            v = v.masked_fill(key_padding_mask[..., None], 0.0)
+        v = v.view(bs, len_v, self.n_heads, self.d_model // self.n_heads)
+        offsets = self.sampling_offsets(query).view(bs, len_q, self.n_heads, self.n_levels, self.n_points, 2)
+        weights = self.attention_weights(query).view(bs, len_q, self.n_heads, self.n_levels * self.n_points)
+        weights = F.softmax(weights, -1).view(bs, len_q, self.n_heads, self.n_levels, self.n_points)
+        ref = reference_points[:, :, None, :, None, :]  # (B, Q, 1, L|1, 1, 2|4)
+        if reference_points.shape[-1] == 2:
+            normalizer = torch.tensor([[w, h] for h, w in shapes], dtype=query.dtype, device=query.device)
+            loc = ref + offsets / normalizer[None, None, None, :, None, :]
+        elif reference_points.shape[-1] == 4:
+            loc = ref[..., :2] + offsets / self.n_points * ref[..., 2:] * 0.5
+        else:
+            raise ValueError(f"reference_points must end in 2 or 4, got {reference_points.shape[-1]}")
+        out = multi_scale_deformable_attn(v, shapes, loc, weights)
+        return self.output_proj(out)

@@ -1,0 +1,142 @@
+"""Swin blocks with mmdet/SwinIR padding semantics, built on timm's ``SwinTransformerBlock``.
+
+timm 1.0.x's block rolls the *unpadded* map and pads afterwards, and it shrinks the window (and drops the
+shift) when a map is smaller than the window unless ``always_partition`` is set. The official SDCoNet
+encoder (mmdet ``ShiftWindowMSA``) and SR decoder (SwinIR-style ``SwinTransformerBlock``) instead
+**pad to a multiple of the window first, then roll**, build the shift mask on the padded size, and always
+keep the configured window and shift. Padding therefore changes which tokens share a window, so
+:class:`PaddedSwinBlock` overrides only ``_attn`` to follow the official order; parameters, their names
+(``norm1``, ``attn.qkv``, ``attn.proj``, ``attn.relative_position_bias_table``, ``norm2``, ``mlp.fc1``,
+``mlp.fc2``), the relative-position index and the attention maths are timm's, so timm/official Swin
+checkpoints load unchanged.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from timm.models.swin_transformer import (PatchMerging, SwinTransformerBlock, window_partition,
+                                          window_reverse)
+from torch import Tensor, nn
+
+
+class PaddedSwinBlock(SwinTransformerBlock):
+    """Pre-LN Swin block: x + DropPath(W-MSA/SW-MSA(LN(x))), then x + DropPath(MLP(LN(x))).
+
+    The map is zero-padded at the bottom/right to a multiple of the window, cyclically shifted by
+    ``-shift`` (odd blocks), partitioned, attended with relative position bias (and the -100 shift mask
+    on the padded grid), merged, shifted back and cropped. Works for any input size.
+
+    Args:
+        dim: Channels C.
+        num_heads: Attention heads.
+        window_size: Window side (fixed, never shrunk).
+        shift: Whether this block uses shifted windows (shift = window // 2).
+        mlp_ratio: MLP hidden width / C.
+        drop_path: Stochastic-depth rate of both residual branches.
+        fused_attn: Use ``F.scaled_dot_product_attention`` (same maths as the explicit softmax).
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shift: bool, mlp_ratio: float,
+                 drop_path: float = 0.0, fused_attn: bool = True) -> None:
+        super().__init__(dim=dim, input_resolution=(window_size, window_size), num_heads=num_heads,
+                         window_size=window_size, shift_size=window_size // 2 if shift else 0,
+                         always_partition=True, dynamic_mask=True, mlp_ratio=mlp_ratio, qkv_bias=True,
+                         drop_path=drop_path)
+        self.attn.fused_attn = fused_attn
+        self._mask_cache: dict[tuple[int, int, str, torch.dtype], Tensor] = {}
+
+    def _shift_mask(self, x_padded: Tensor) -> Tensor:
+        """(nW, ws*ws, ws*ws) additive mask (0 / -100) for the padded, shifted map, cached per size."""
+        key = (x_padded.shape[1], x_padded.shape[2], str(x_padded.device), x_padded.dtype)
+        mask = self._mask_cache.get(key)
+        if mask is None:
+            mask = self.get_attn_mask(x_padded)
+            if len(self._mask_cache) > 16:
+                self._mask_cache.clear()
+            self._mask_cache[key] = mask
+        return mask
+
+    def _attn(self, x: Tensor) -> Tensor:
+        """Window attention on an already normalised map.
+
+        Args:
+            x: (B, H, W, C).
+
+        Returns:
+            (B, H, W, C).
+        """
+        _, H, W, C = x.shape
+        wh, ww = self.window_size
+        pad_h, pad_w = (wh - H % wh) % wh, (ww - W % ww) % ww
+        if pad_h or pad_w:
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        Hp, Wp = x.shape[1], x.shape[2]
+        has_shift = any(self.shift_size)
+        mask = None
+        if has_shift:
+            x = torch.roll(x, shifts=(-self.shift_size[0], -self.shift_size[1]), dims=(1, 2))
+            mask = self._shift_mask(x)
+        windows = window_partition(x, self.window_size).view(-1, self.window_area, C)
+        windows = self.attn(windows, mask=mask)
+        x = window_reverse(windows.view(-1, wh, ww, C), self.window_size, Hp, Wp)
+        if has_shift:
+            x = torch.roll(x, shifts=self.shift_size, dims=(1, 2))
+        if pad_h or pad_w:
+            x = x[:, :H, :W, :].contiguous()
+        return x
+
+
+class SwinStage(nn.Module):
+    """Optional PatchMerging (LN + Linear 4C->2C, at the start, timm layout) then ``depth`` blocks.
+
+    Block ``i`` uses shifted windows when ``i`` is odd. Module names match timm (``downsample``,
+    ``blocks.{i}``) so timm checkpoints map one to one.
+
+    Args:
+        dim: Input channels.
+        out_dim: Output channels (``2*dim`` when ``downsample``; ``dim`` otherwise).
+        depth: Number of blocks.
+        num_heads: Attention heads.
+        window_size: Window side.
+        mlp_ratio: MLP ratio.
+        drop_path: One rate per block.
+        downsample: Merge 2x2 patches first (halves H and W, padding odd sizes).
+        fused_attn: See :class:`PaddedSwinBlock`.
+    """
+
+    def __init__(self, dim: int, out_dim: int, depth: int, num_heads: int, window_size: int,
+                 mlp_ratio: float, drop_path: Sequence[float], downsample: bool, fused_attn: bool = True) -> None:
+        super().__init__()
+        if len(drop_path) != depth:
+            raise ValueError(f"need {depth} drop-path rates, got {len(drop_path)}")
+        self.downsample: nn.Module = PatchMerging(dim=dim, out_dim=out_dim) if downsample else nn.Identity()
+        if not downsample and dim != out_dim:
+            raise ValueError("dim must equal out_dim without downsampling")
+        self.blocks = nn.Sequential(*[
+            PaddedSwinBlock(out_dim, num_heads, window_size, shift=i % 2 == 1, mlp_ratio=mlp_ratio,
+                            drop_path=float(drop_path[i]), fused_attn=fused_attn)
+            for i in range(depth)])
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, H, W, dim) -> (B, ceil(H/2), ceil(W/2), out_dim) with downsampling, else (B, H, W, dim)."""
+        return self.blocks(self.downsample(x))
+
+
+def drop_path_rates(max_rate: float, depths: Sequence[int]) -> list[list[float]]:
+    """Per-stage drop-path rates increasing linearly from 0 to ``max_rate`` over all blocks."""
+    total = sum(depths)
+    rates = torch.linspace(0, max_rate, total).tolist() if total else []
+    out, start = [], 0
+    for d in depths:
+        out.append(rates[start:start + d])
+        start += d
+    return out
+
+
+def set_fused_attn(module: nn.Module, enabled: bool) -> None:
+    """Switch fused (SDPA) window attention on/off for every Swin block under ``module``."""
+    for m in module.modules():
+        if isinstance(m, PaddedSwinBlock):
+            m.attn.fused_attn = enabled

@@ -1,0 +1,119 @@
+"""Significance statistics (seed summaries, image bootstrap) and the metrics.json writer/reader."""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+
+from sdconet.metrics.detection import coco_evaluate, load_gt
+from sdconet.metrics.results import MetricsValidationError, read_metrics, write_metrics
+from sdconet.metrics.stats import _resample, bootstrap_ci, seed_summary
+
+
+def _random_case(n_images: int, seed: int, n_cats: int = 4) -> tuple[dict, list[dict]]:
+    """Noisy copies of random GT boxes (80 % found) plus a few false positives per image."""
+    rng = np.random.default_rng(seed)
+    images = [{"id": 10 + i} for i in range(n_images)]
+    anns, dets = [], []
+    for im in images:
+        for _ in range(int(rng.integers(0, 6))):
+            x, y, w, h = (*rng.uniform(0, 300, 2), *rng.uniform(8, 150, 2))
+            c = int(rng.integers(1, n_cats + 1))
+            anns.append({"id": len(anns) + 1, "image_id": im["id"], "category_id": c, "bbox": [x, y, w, h]})
+            if rng.random() < 0.8:
+                dets.append({"image_id": im["id"], "category_id": c, "score": float(rng.random()),
+                             "bbox": [x + rng.normal(0, 6), y + rng.normal(0, 6), w, h]})
+        for _ in range(int(rng.integers(0, 3))):
+            dets.append({"image_id": im["id"], "category_id": int(rng.integers(1, n_cats + 1)),
+                         "bbox": [float(v) for v in rng.uniform(0, 200, 4)], "score": float(rng.random())})
+    return {"images": images, "categories": [{"id": c + 1, "name": f"c{c}"} for c in range(n_cats)],
+            "annotations": anns}, dets
+
+
+def test_seed_summary() -> None:
+    s = seed_summary([1.0, 2.0, 3.0, 4.0])
+    assert s["mean"] == 2.5 and s["n"] == 4 and s["values"] == [1.0, 2.0, 3.0, 4.0]
+    assert s["std"] == pytest.approx(math.sqrt(5 / 3))  # sample std (ddof=1)
+    assert seed_summary([0.7]) == {"mean": 0.7, "std": 0.0, "n": 1, "values": [0.7]}
+    with pytest.raises(ValueError):
+        seed_summary([])
+
+
+def test_bootstrap_ci_contains_point_and_is_deterministic() -> None:
+    gt, dets = _random_case(n_images=50, seed=5)
+    t0 = time.perf_counter()
+    a = bootstrap_ci(gt, dets, metric="AP", n_boot=50, seed=3)
+    elapsed = time.perf_counter() - t0
+    assert a["point"] == pytest.approx(coco_evaluate(gt, dets)["AP"])
+    assert a["low"] < a["point"] < a["high"]
+    assert a["n_boot"] == a["n_valid"] == 50
+    assert bootstrap_ci(gt, dets, metric="AP", n_boot=50, seed=3) == a
+    assert bootstrap_ci(gt, dets, metric="AP", n_boot=50, seed=4)["low"] != a["low"]
+    assert elapsed < 30  # about 1 s on an idle core; generous for shared CPUs
+
+
+def test_bootstrap_other_metric_and_bad_metric() -> None:
+    gt, dets = _random_case(n_images=20, seed=6)
+    r = bootstrap_ci(gt, dets, metric="AP50", n_boot=20)
+    assert r["low"] <= coco_evaluate(gt, dets)["AP50"] == r["point"] <= r["high"]
+    with pytest.raises(ValueError, match="unknown metric"):
+        bootstrap_ci(gt, dets, metric="mAP")
+
+
+def test_resample_counts_duplicated_images_twice() -> None:
+    gt, dets = _random_case(n_images=3, seed=7)
+    data = load_gt(gt)
+    by_img = {im["id"]: i for i, im in enumerate(data["images"])}
+    anns = [[a for a in data["annotations"] if by_img[a["image_id"]] == i] for i in range(3)]
+    dts = [[d for d in dets if by_img[d["image_id"]] == i] for i in range(3)]
+    boot, boot_dets = _resample(data, anns, dts, np.array([1, 1, 2]))
+    assert [im["id"] for im in boot["images"]] == [1, 2, 3]
+    assert len(boot["annotations"]) == 2 * len(anns[1]) + len(anns[2])
+    assert len({a["id"] for a in boot["annotations"]}) == len(boot["annotations"])
+    assert len(boot_dets) == 2 * len(dts[1]) + len(dts[2])
+    assert data == load_gt(gt)  # inputs untouched
+
+
+def _detection() -> dict:
+    return {"AP": 0.41, "AP50": 0.7, "AP75": 0.42, "AP_s": None, "AP_m": 0.3, "AP_l": 0.5, "AR100": 0.55,
+            "AR1": 0.2, "per_class": {"plane": 0.6, "ship": None}}
+
+
+def test_write_read_round_trip(tmp_path) -> None:
+    path = tmp_path / "results" / "nwpu" / "bicubic_x4" / "sdconet" / "seed0" / "metrics.json"
+    doc = write_metrics(path, method="sdconet", dataset="nwpu", degradation="bicubic_x4", seed=np.int64(0),
+                        detection=_detection(), sr={"psnr": 28.1, "ssim": 0.81},
+                        efficiency={"params": 123, "gmac": 4.1, "counter": "fvcore"}, config={"lr": 0.01})
+    back = read_metrics(path)
+    assert back == json.loads(json.dumps(doc))
+    assert back["seed"] == 0 and back["detection"]["AP_s"] is None and back["sr"]["ssim"] == 0.81
+    prov = back["provenance"]
+    assert prov["config"] == {"lr": 0.01} and len(prov["config_hash"]) == 16 and prov["device"].startswith("cpu")
+    assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]  # no temporary file left
+
+
+def test_missing_key_error_names_key_and_file(tmp_path) -> None:
+    path = tmp_path / "metrics.json"
+    doc = write_metrics(path, method="m", dataset="d", degradation="g", seed=1, detection=_detection())
+    assert doc["sr"] is None and doc["efficiency"] is None
+    del doc["detection"]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(MetricsValidationError, match="'detection' is a required property") as err:
+        read_metrics(path)
+    assert str(path) in str(err.value)
+    doc["detection"] = dict(_detection(), AP=1.5)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(MetricsValidationError, match="detection/AP"):
+        read_metrics(path)
+
+
+def test_write_rejects_incomplete_detection(tmp_path) -> None:
+    det = _detection()
+    del det["AR100"]
+    path = tmp_path / "metrics.json"
+    with pytest.raises(MetricsValidationError, match="AR100"):
+        write_metrics(path, method="m", dataset="d", degradation="g", seed=0, detection=det)
+    assert not path.exists()
