@@ -175,7 +175,8 @@ def train_frcnn(coco_json: str | os.PathLike, image_dir: str | os.PathLike, out_
         start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
         set_rng_state(ckpt["rng"])
     log = JsonlLog(out / "log.jsonl", resume_step=step if resume else None, key="step")
-    t0, last: dict[str, float] = time.time(), {}
+    t0 = time.time()
+    last: dict[str, float] = {}
     for epoch in range(start_epoch, epochs):
         data.set_epoch(epoch)
         order = sample_rng(seed, epoch).permutation(len(data)).tolist()

@@ -87,6 +87,7 @@ def mirror_dataset(data_yaml: str | os.PathLike, dest: str | os.PathLike) -> Pat
     if dest.exists():
         shutil.rmtree(dest)
     out: dict[str, Any] = {"path": str(dest.resolve()), "names": data["names"]}
+    done: set[Path] = set()
     for split in _SPLITS:
         if not data.get(split):
             continue
@@ -94,13 +95,16 @@ def mirror_dataset(data_yaml: str | os.PathLike, dest: str | os.PathLike) -> Pat
         if not images.is_dir() or images.parent.name != "images":
             raise ValueError(f"{src_yaml}: split {split!r} must be an images/<part> folder, got {images}")
         labels = images.parent.parent / "labels" / images.name
+        out[split] = f"images/{images.name}"
+        if images.resolve() in done:  # e.g. val: images/train
+            continue
+        done.add(images.resolve())
         for kind, folder in (("images", images), ("labels", labels)):
             target = dest / kind / images.name
             target.mkdir(parents=True, exist_ok=True)
             for f in sorted(folder.iterdir()) if folder.is_dir() else []:
                 if f.is_file():
                     _link(f.resolve(), target / f.name)
-        out[split] = f"images/{images.name}"
     if "train" not in out:
         raise ValueError(f"{src_yaml}: no 'train' split")
     out.setdefault("val", out["train"])

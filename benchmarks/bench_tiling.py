@@ -109,6 +109,15 @@ def compare_writers(coco: Path, root: Path, n: int) -> None:
             print(f"png writer {writer:>3}: {ms:6.1f} ms/tile, {size / len(crops[:n]) / 1024:6.0f} KiB/tile")
 
 
+def _sub(args: list[str], what: str) -> str:
+    """Run this script with ``args`` in a fresh interpreter; return its last stdout line."""
+    res = subprocess.run([sys.executable, str(Path(__file__).resolve()), *args], capture_output=True,
+                         text=True, cwd=REPO, check=False)
+    if res.returncode != 0:
+        sys.exit(f"{what} failed:\n{res.stderr[-3000:]}")
+    return res.stdout.strip().splitlines()[-1]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--nwpu-root", type=Path, default=DEFAULT_ROOT, help="the 'NWPU VHR-10 dataset' folder")
@@ -117,10 +126,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep", action="store_true", help="keep the scratch dir")
     ap.add_argument("--writer-tiles", type=int, default=60, help="tiles for the PNG writer comparison (0: skip)")
     ap.add_argument("--_child", nargs=4, metavar=("COCO", "ROOT", "OUT", "WORKERS"), help=argparse.SUPPRESS)
+    ap.add_argument("--_convert", nargs=2, metavar=("ROOT", "OUT"), help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
     if a._child:
         coco, root, out, workers = a._child
         child(Path(coco), Path(root), Path(out), int(workers))
+        return
+    if a._convert:
+        print(convert(Path(a._convert[0]), Path(a._convert[1])))
         return
     root = a.nwpu_root.resolve()
     if not (root / "positive image set").is_dir():
@@ -130,16 +143,14 @@ def main(argv: list[str] | None = None) -> None:
     scratch = Path(tempfile.mkdtemp(prefix="bench_tiling_", dir=a.out))  # only this is ever deleted
     try:
         coco = scratch / "nwpu_coco.json"
+        # Every stage runs in its own subprocess: Linux carries ru_maxrss over fork+exec, so a parent that
+        # had imported torch (provenance does) would inflate every child's figure.
         t0 = time.perf_counter()
-        how = convert(root, coco)
+        how = _sub(["--_convert", str(root), str(coco)], "conversion")
         print(f"converted with {how} in {time.perf_counter() - t0:.1f} s")
         for workers in a.workers:
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--_child", str(coco), str(root),
-                   str(scratch / f"tiles_w{workers}"), str(workers)]
-            res = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, check=False)
-            if res.returncode != 0:
-                sys.exit(f"workers={workers} failed:\n{res.stderr[-3000:]}")
-            r = json.loads(res.stdout.strip().splitlines()[-1])
+            r = json.loads(_sub(["--_child", str(coco), str(root), str(scratch / f"tiles_w{workers}"),
+                                 str(workers)], f"workers={workers}"))
             print(f"workers={r['workers']}: {r['tiles']} tiles, {r['wall_s']:.1f} s wall "
                   f"({r['tiling_s']:.1f} s before provenance), {r['tiles_per_s']:.1f} tiles/s, "
                   f"tiling peak {r['peak_mb']:.0f} MB (main {r['peak_self_mb']:.0f} + largest child "

@@ -29,10 +29,11 @@ def test_perfect_prediction_from_an_x2_lr_grid_scores_ap_1(tmp_path: Path) -> No
     path = tmp_path / "test.json"
     path.write_text(json.dumps(gt))
     index = TileIndex(path)
+    lr_file = {im["id"]: f"/somewhere/lr/{Path(im['file_name']).name}" for im in gt["images"]}
     dets = []
     for a in gt["annotations"]:  # what a perfect detector returns on the 256 px LR tile (xyxy, LR pixels)
         x, y, w, h = a["bbox"]
-        rec = index.lookup(f"/somewhere/lr/{Path(next(i['file_name'] for i in gt['images'] if i['id'] == a['image_id'])).name}")
+        rec = index.lookup(lr_file[a["image_id"]])  # image id from the LR file name
         dets.append({"image_id": rec["id"], "category_id": a["category_id"], "score": 0.9,
                      "xyxy": [x / 2, y / 2, (x + w) / 2, (y + h) / 2]})
     hr = map_detections_to_hr(dets, 2.0, width=512, height=512)
@@ -80,7 +81,7 @@ def test_yolo_class_map_is_cls_plus_one_and_checks_names() -> None:
     names = {i: c["name"] for i, c in enumerate(cats)}
     assert yolo_class_map(names, cats) == {i: i + 1 for i in range(10)}
     assert yolo_class_map([c["name"].replace(" ", "_") for c in cats], cats)[9] == 10
-    swapped = dict(names, **{0: names[1], 1: names[0]})
+    swapped = {**names, 0: names[1], 1: names[0]}
     with pytest.raises(ValueError, match="YOLO class 0 is 'ship' but category_id 1 is 'airplane'"):
         yolo_class_map(swapped, cats)
     with pytest.raises(ValueError, match="9 classes"):

@@ -129,16 +129,19 @@ def test_paper_encoder_parameter_count() -> None:
 
 
 def test_encoder_matches_timm_swin_when_no_padding_is_needed(tiny: SDCoNetConfig) -> None:
-    """Sizes that are multiples of the window at every stage: timm's own Swin is the reference."""
+    """Sizes that are multiples of the window at every stage: timm's own Swin is the reference.
+
+    (256 px: every stage map is larger than the window; timm drops the shift when a map equals the window,
+    mmdet does not.)"""
     import timm
 
     torch.manual_seed(1)
     ref = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=0, embed_dim=24,
-                            depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4, img_size=128).eval()
+                            depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=4, img_size=256).eval()
     enc = SwinEncoder(replace(tiny.swin, depths=(2, 2, 2, 2), drop_path_rate=0.0)).eval()
     report = load_swin_weights(enc, ref.state_dict())
     assert report["unexpected"] == [] and all(k.startswith("norm") for k in report["missing"])
-    x = torch.randn(1, 3, 128, 128)
+    x = torch.randn(1, 3, 256, 256)
     with torch.no_grad():
         ours = enc(x)["res_x"]
         stages = ref.forward_intermediates(x, indices=4, norm=False, output_fmt="NCHW", intermediates_only=True)

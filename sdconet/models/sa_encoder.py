@@ -12,9 +12,11 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from sdconet.models.config import SDCoNetConfig
 from sdconet.models.deform_attn import MSDeformAttn, shapes_as_list
 
-__all__ = ["BackgroundEmbedding", "SaliencyEncoderLayer", "SaliencyAwareEncoder", "get_encoder_reference_points"]
+__all__ = ["BackgroundEmbedding", "SaliencyEncoderLayer", "SaliencyAwareEncoder", "get_encoder_reference_points",
+           "build_sa_encoder"]
 
 
 def get_encoder_reference_points(spatial_shapes: Tensor, valid_ratios: Tensor) -> Tensor:
@@ -201,8 +203,7 @@ class SaliencyAwareEncoder(nn.Module):
         """Xavier-uniform on >1-D parameters, then the deformable-attention init (mmdet order)."""
         mods: list[nn.Module] = [self.layers, self.background_embedding]
         if self._own_mcsp:
-            nn.init.zeros_(self.enhance_mcsp.bias)
-            mods.append(self.enhance_mcsp)
+            mods.append(self.enhance_mcsp)  # weight Xavier, bias keeps nn.Linear's default (official)
         for m in mods:
             for p in m.parameters():
                 if p.dim() > 1:
@@ -271,3 +272,22 @@ class SaliencyAwareEncoder(nn.Module):
             m = min(int(focus_token_nums[i]), inds.shape[1])
             outs.append(output[i].scatter(0, inds[i, :m].unsqueeze(-1).expand(-1, d), query[i, :m]))
         return torch.stack(outs)
+
+
+def build_sa_encoder(cfg: SDCoNetConfig, enhance_mcsp: nn.Module | None = None) -> SaliencyAwareEncoder:
+    """Encoder from the typed config.
+
+    ``topk_score_mode`` / ``deform_residual`` are read from ``cfg`` when it defines them (default "official").
+
+    Args:
+        cfg: Model configuration (hidden_dim, nheads, dim_feedforward, enc_layers, num_classes, enc_n_points,
+            topk_sa, dropout, bg_embed_size, num_feature_levels).
+        enhance_mcsp: The two-stage encoder class head when ``cfg.enhance_mcsp == "tied"`` (required then).
+    """
+    if cfg.enhance_mcsp == "tied" and enhance_mcsp is None:
+        raise ValueError("enhance_mcsp='tied' needs the encoder class head (DINOHead.enc_cls_head)")
+    return SaliencyAwareEncoder(
+        cfg.hidden_dim, cfg.nheads, cfg.dim_feedforward, cfg.enc_layers, cfg.num_classes, cfg.num_feature_levels,
+        cfg.enc_n_points, cfg.topk_sa, cfg.dropout, cfg.bg_embed_size,
+        getattr(cfg, "topk_score_mode", "official"), getattr(cfg, "deform_residual", "official"),
+        enhance_mcsp if cfg.enhance_mcsp == "tied" else None)

@@ -1,0 +1,207 @@
+"""The whole report: tables (CSV / Markdown / LaTeX), figures (PNG) and one self-contained ``index.html``.
+
+:func:`build_report` is a pure function of the result files, the config and the experiments sheet: it never
+edits anything under the results folder except ``out_dir``, which it rebuilds atomically as a whole.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
+import yaml
+
+from sdconet.report import figures as F
+from sdconet.report import tables as T
+from sdconet.report.collect import collect_efficiency, collect_runs, expected_runs, missing_runs, qualitative_items
+from sdconet.report.experiments import load_experiments, select
+from sdconet.report.latex import best_cells
+from sdconet.report.reference import load_reference, reference_table
+from sdconet.utils.atomic import atomic_dir, atomic_write_text
+
+_AP_BEST = {c: "max" for c in T.AP_COLUMNS} | {"Params (M)": "min", "GMAC": "min", "Latency (ms)": "min"}
+_CSS = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
+        "font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:2px 6px}th{background:#eee}"
+        ".note{color:#a40}img{max-width:100%}pre{font-size:11px;background:#f6f6f6;padding:.5em}")
+
+
+@dataclass
+class Section:
+    """One table or figure of the report (``df`` for a table, ``png`` for a figure; ``note`` when empty)."""
+
+    title: str
+    caption: str
+    df: pd.DataFrame | None = None
+    bold: dict[str, str] = field(default_factory=dict)
+    png: Path | None = None
+    note: str | None = None
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def _html_table(df: pd.DataFrame, bold: Mapping[str, str] | None = None) -> str:
+    best = best_cells(df, bold)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = []
+    for i, row in enumerate(df.itertuples(index=False)):
+        cells = [f"<td><b>{html.escape(str(v))}</b></td>" if (i, c) in best else f"<td>{html.escape(str(v))}</td>"
+                 for c, v in zip(df.columns, row)]
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _ordered(preferred: Sequence[str], found: Sequence[str]) -> list[str]:
+    return list(preferred) + sorted(set(found) - set(preferred))
+
+
+def _tables(runs: pd.DataFrame, eff: pd.DataFrame, exps: pd.DataFrame, datasets: list[str], degs: list[str],
+            reference: Mapping[str, Any]) -> list[tuple[str, Section]]:
+    """(file stem, section) for every table; empty optional tables are left out."""
+    out: list[tuple[str, Section]] = []
+    pct = "COCO box metrics in percent, mean ± sample std over seeds (n = seeds)."
+    for ds in datasets:
+        for deg in degs:
+            t = f"{ds} / {deg}"
+            out.append((f"main_{ds}_{deg}", Section(f"Main results: {t}", f"Main results on {ds}, {deg}. {pct} "
+                        "Params: inference parameters; GMAC: one image; latency: batch-1 median.",
+                        T.main_table(runs, eff, exps, ds, deg), _AP_BEST)))
+            if (exps["kind"] == "ablation").any():
+                out.append((f"ablation_{ds}_{deg}", Section(f"Ablations: {t}", f"SDCoNet ablations on {ds}, {deg}. "
+                            f"{pct} Token ratio: level / layer keep ratios.", T.ablation_table(runs, exps, ds, deg),
+                            {"AP": "max", "AP_s": "max"})))
+            sr = T.sr_table(runs, exps, ds, deg)
+            if len(sr):
+                out.append((f"sr_{ds}_{deg}", Section(f"SR quality: {t}", f"SR quality on {ds}, {deg}: PSNR (dB) "
+                            "and SSIM, mean ± sample std over seeds.", sr, {"PSNR (dB)": "max", "SSIM": "max"})))
+            pc = T.per_class_table(runs, exps, ds, deg)
+            if len(pc):
+                cls = {c: "max" for c in pc.columns if c not in ("Method", "n", "source")}
+                out.append((f"perclass_{ds}_{deg}", Section(f"Per-class AP: {t}", f"Per-class AP (percent, mean "
+                            f"over seeds) on {ds}, {deg}.", pc, cls)))
+        dt = T.degradation_table(runs, exps, ds, degs)
+        out.append((f"degradation_{ds}", Section(f"Degradations: {ds}", f"AP and AP_s (percent) per degradation "
+                    f"on {ds}. {pct}", dt, {c: "max" for c in dt.columns if c not in ("Method", "source")})))
+    if len(eff):
+        out.append(("efficiency", Section("Efficiency", "Efficiency per method (params: inference, GMAC: one image, "
+                    "latency: batch-1 median, throughput at batch N); ratios = method / SDCoNet.",
+                    T.efficiency_table(eff, exps), {"Params (M)": "min", "GMAC": "min", "Latency (ms)": "min"})))
+    if reference:
+        out.append(("reference", Section("Paper vs reproduced", "Reference numbers (user-supplied) vs reproduced "
+                    "runs; Δ = reproduced − paper (percentage points for AP).", reference_table(runs, reference,
+                                                                                              exps))))
+    return out
+
+
+def _figures(results_dir: Path, runs: pd.DataFrame, eff: pd.DataFrame, exps: pd.DataFrame, datasets: list[str],
+             degs: list[str], fig_dir: Path) -> list[Section]:
+    out = []
+
+    def add(title: str, caption: str, path: Path | None, why: str = "no runs to draw") -> None:
+        out.append(Section(title, caption, png=path, note=None if path else why))
+
+    for ds in datasets:
+        for deg in degs:
+            t, stem = f"{ds} / {deg}", f"{ds}_{deg}"
+            kw = {"dataset": ds, "degradation": deg, "experiments": exps}
+            add(f"AP and AP_s: {t}", "AP and AP_s per method (percent; error bars: std over seeds).",
+                F.ap_bar(runs, fig_dir / f"ap_bar_{stem}.png", **kw))
+            for x in ("gmac", "latency"):
+                add(f"AP vs {x}: {t}", f"AP against {'GMAC' if x == 'gmac' else 'batch-1 latency'}.",
+                    F.accuracy_vs_cost(runs, eff, fig_dir / f"ap_vs_{x}_{stem}.png", x=x, **kw),
+                    "no method has both runs and an efficiency file")
+            add(f"Per-class AP: {t}", "Per-class AP (percent, seed mean).",
+                F.per_class_bars(runs, fig_dir / f"per_class_{stem}.png", **kw))
+            sel = runs[(runs["dataset"] == ds) & (runs["degradation"] == deg) & runs["detections"].notna()]
+            sel = sel.assign(_p=(sel["method"] != "sdconet")).sort_values(["_p", "seed"])
+            items = qualitative_items(results_dir, sel.iloc[0].to_dict()) if len(sel) else []
+            add(f"Qualitative: {t}", f"{sel.iloc[0]['method']} seed {sel.iloc[0]['seed']}" if items else "",
+                F.qualitative_grid(items, fig_dir / f"qualitative_{stem}.png"),
+                "no detections.json with matching test tiles under data/")
+        add(f"AP vs degradation: {ds}", "AP per method against degradation, mild to severe.",
+            F.degradation_curves(runs, fig_dir / f"degradation_{ds}.png", dataset=ds, degradations=degs,
+                                 experiments=exps))
+    return out
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(path.name)}" src="data:image/png;base64,{data}">'
+
+
+def _page(tables: list[tuple[str, Section]], figs: list[Section], runs: pd.DataFrame, missing: pd.DataFrame,
+          notes: list[str]) -> str:
+    h = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>sdconet-bench report</title>",
+         f"<style>{_CSS}</style></head><body><h1>sdconet-bench report</h1>"]
+    h += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
+    h.append(f"<p>{len(runs)} runs collected; {len(missing)} expected runs missing. Every number comes from the "
+             "metrics.json files listed in each CSV's <code>source</code> column (tables/).</p><h2>Tables</h2>")
+    for stem, s in tables:
+        h.append(f"<h3>{html.escape(s.title)}</h3><p>{html.escape(s.caption)}</p>")
+        h.append(_html_table(s.df.drop(columns=["source"], errors="ignore"), s.bold))
+        h.append(" ".join(f"<a href='tables/{stem}.{k}'>{k}</a>" for k in ("csv", "md", "tex")))
+    h.append("<h2>Figures</h2>")
+    for s in figs:
+        h.append(f"<h3>{html.escape(s.title)}</h3>")
+        h.append(f"<p>{html.escape(s.caption)}</p>{_img(s.png)}" if s.png else
+                 f"<p class='note'>Not drawn: {html.escape(s.note or '')}.</p>")
+    h.append(f"<h2>Missing runs ({len(missing)})</h2>")
+    h.append(_html_table(missing) if len(missing) else "<p>None: every expected run is present.</p>")
+    h.append("<h2>Provenance</h2>")
+    cols = ["dataset", "degradation", "method", "seed", "git_sha", "config_hash", "device", "created_utc", "path"]
+    h.append(_html_table(runs[cols]) if len(runs) else "<p>No runs.</p>")
+    for _, r in runs.iterrows():
+        key = html.escape(r["path"])
+        cfg = html.escape(json.dumps(r["config"], indent=1, sort_keys=True, default=str))
+        h.append(f"<details><summary>config of {key} ({html.escape(str(r['config_hash']))})</summary>"
+                 f"<pre>{cfg}</pre></details>")
+    h.append("</body></html>")
+    return "\n".join(h)
+
+
+def build_report(results_dir: str | Path, config: Mapping[str, Any] | str | Path, experiments_path: str | Path,
+                 out_dir: str | Path, seeds: Sequence[int], reference_path: str | Path | None = None,
+                 methods: Sequence[str] | None = None) -> Path:
+    """Collect every result file and write ``out_dir/{tables,figures}`` and ``out_dir/index.html``.
+
+    Args:
+        results_dir: the folder holding ``{dataset}/{degradation}/{method}/seed{seed}/metrics.json`` and
+            ``efficiency/{method}.json``.
+        config: the workflow config (dict or YAML path): its datasets / degradations define the expected runs.
+        experiments_path: the experiments sheet.
+        out_dir: the report folder, rebuilt atomically (must not be ``results_dir`` or contain it).
+        seeds: the seeds every run should have; runs with other seeds are left out (and counted in a note).
+        reference_path: optional reference numbers (see :mod:`sdconet.report.reference`).
+        methods: restrict to these method ids (None = the whole sheet).
+
+    Returns:
+        The path of ``index.html``.
+    """
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    if results_dir.resolve() == out_dir.resolve() or results_dir.resolve().is_relative_to(out_dir.resolve()):
+        raise ValueError(f"out_dir {out_dir} would replace the results folder {results_dir}")
+    cfg = yaml.safe_load(Path(config).read_text()) if isinstance(config, (str, Path)) else dict(config)
+    exps = select(load_experiments(experiments_path), methods=list(methods) if methods is not None else None)
+    reference = load_reference(reference_path)
+    all_runs = collect_runs(results_dir)
+    eff = collect_efficiency(results_dir)
+    keep = all_runs["seed"].isin(list(seeds)) & all_runs["method"].isin(list(exps["id"]))
+    runs = all_runs[keep].reset_index(drop=True)
+    eff = eff[eff["method"].isin(list(exps["id"]))].reset_index(drop=True)
+    notes = [f"{int((~keep).sum())} collected run(s) left out: seed not in {list(seeds)} or method not selected."
+             ] if (~keep).any() else []
+    missing = missing_runs(expected_runs(cfg, exps, list(seeds)), runs)
+    datasets = _ordered(list(cfg.get("datasets", {})), runs["dataset"].unique())
+    degs = _ordered(F.severity_order(cfg.get("degradations", {})), runs["degradation"].unique())
+    with atomic_dir(out_dir) as tmp:
+        tables = _tables(runs, eff, exps, datasets, degs, reference)
+        for stem, s in tables:
+            s.files = T.write_table(s.df, tmp / "tables" / stem, s.caption, f"tab:{stem}", s.bold)
+        flat = runs.drop(columns=["config"]).assign(per_class=runs["per_class"].map(json.dumps))
+        atomic_write_text(tmp / "tables" / "runs.csv", flat.to_csv(index=False))
+        atomic_write_text(tmp / "tables" / "missing_runs.csv", missing.to_csv(index=False))
+        figs = _figures(results_dir, runs, eff, exps, datasets, degs, tmp / "figures")
+        atomic_write_text(tmp / "index.html", _page(tables, figs, runs, missing, notes))
+    return out_dir / "index.html"
