@@ -87,6 +87,8 @@ def mirror_dataset(data_yaml: str | os.PathLike, dest: str | os.PathLike) -> Pat
     if dest.exists():
         shutil.rmtree(dest)
     out: dict[str, Any] = {"path": str(dest.resolve()), "names": data["names"]}
+    if "nc" in data:
+        out["nc"] = data["nc"]
     done: set[Path] = set()
     for split in _SPLITS:
         if not data.get(split):

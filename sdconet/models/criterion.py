@@ -84,10 +84,11 @@ class SetCriterion(nn.Module):
             ``{"loss_cls", "loss_bbox", "loss_iou"}`` scalars.
         """
         dev = logits.device
+        logits, boxes = logits.float(), boxes.float()  # losses in float32 under AMP
         bidx = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(indices)]).to(dev)
         qidx = torch.cat([q for q, _ in indices]).to(dev)
         tgt_labels = torch.cat([t["labels"].to(dev)[g.to(dev)] for t, (_, g) in zip(targets, indices)]).long()
-        tgt_boxes = torch.cat([t["boxes"].to(dev)[g.to(dev)] for t, (_, g) in zip(targets, indices)]).to(boxes.dtype)
+        tgt_boxes = torch.cat([t["boxes"].to(dev)[g.to(dev)] for t, (_, g) in zip(targets, indices)]).float()
         onehot = torch.zeros_like(logits)
         onehot[bidx, qidx, tgt_labels] = 1.0
         loss_cls = sigmoid_focal_loss(logits, onehot, self.focal_alpha, self.focal_gamma, reduction="sum") / num_pos

@@ -179,7 +179,9 @@ def expected_runs(config: Mapping[str, Any], experiments: pd.DataFrame, seeds: l
 
 def missing_runs(expected: pd.DataFrame, collected: pd.DataFrame) -> pd.DataFrame:
     """Rows of ``expected`` with no matching (dataset, degradation, method, seed) in ``collected``."""
-    have = set(map(tuple, collected[KEYS].astype({"seed": "int64"}).itertuples(index=False))) if len(collected) else set()
+    have: set[tuple] = set()
+    if len(collected):
+        have = set(map(tuple, collected[KEYS].astype({"seed": "int64"}).itertuples(index=False)))
     mask = [tuple(r) not in have for r in expected[KEYS].itertuples(index=False)]
     return expected[mask].reset_index(drop=True)
 

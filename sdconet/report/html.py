@@ -192,6 +192,8 @@ def build_report(results_dir: str | Path, config: Mapping[str, Any] | str | Path
     eff = eff[eff["method"].isin(list(exps["id"]))].reset_index(drop=True)
     notes = [f"{int((~keep).sum())} collected run(s) left out: seed not in {list(seeds)} or method not selected."
              ] if (~keep).any() else []
+    if reference_path is not None and not reference:
+        notes.append(f"{reference_path} holds no reference numbers: no paper-vs-reproduced table.")
     missing = missing_runs(expected_runs(cfg, exps, list(seeds)), runs)
     datasets = _ordered(list(cfg.get("datasets", {})), runs["dataset"].unique())
     degs = _ordered(F.severity_order(cfg.get("degradations", {})), runs["degradation"].unique())
