@@ -78,6 +78,8 @@ class SRTrainConfig(_Config):
     log_every: int = 100
     num_workers: int = 4
     cache_images: bool = False
+    part: str = "train"
+    device: str = "cpu"
 
     def validate(self, source: str = "config") -> None:  # noqa: D102
         _choice(source, self, "model_name", ("edsr", "rrdb", "swinir"))
@@ -102,6 +104,13 @@ class SRInferConfig(_Config):
     def validate(self, source: str = "config") -> None:  # noqa: D102
         _choice(source, self, "method", ("edsr", "rrdb", "swinir", "bicubic", "nearest"))
         _positive(source, self, "scale", "tile")
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """Arguments of ``infer_sr`` (learned methods) or ``upscale_folder`` (bicubic / nearest)."""
+        common = {"scale": self.scale, "crop_border": self.crop_border, "test_y_channel": self.test_y_channel}
+        if self.method in ("bicubic", "nearest"):
+            return {**common, "method": self.method}
+        return {**common, "tile": self.tile, "tile_pad": self.tile_pad}
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,7 @@ class FrcnnConfig(_Config):
     num_workers: int = 0
     weights: str | None = None
     amp: bool = True
+    device: str = "cpu"
 
     def validate(self, source: str = "config") -> None:  # noqa: D102
         _choice(source, self, "preset", ("paper", "tiny"))

@@ -233,11 +233,16 @@ def predict_frcnn(model: nn.Module | str | os.PathLike, coco_json: Mapping[str, 
     size ratio, and clipped to the HR tile. torchvision's test settings are kept (score > 0.05, at most
     100 detections per image, the Detectron defaults).
     """
+    data = CocoTileDataset(coco_json, image_dir)
     if isinstance(model, (str, os.PathLike)):
-        model, _ = load_frcnn(model)
+        path = model
+        model, cfg = load_frcnn(path)
+        trained = [c["name"] for c in cfg["categories"]]
+        if trained != [c["name"] for c in data.index.categories]:
+            raise ValueError(f"{path} was trained on classes {trained}, {coco_json} has "
+                             f"{[c['name'] for c in data.index.categories]}")
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    data = CocoTileDataset(coco_json, image_dir)
     _, label_to_cat = label_maps(data.index.categories)
     out: list[dict[str, Any]] = []
     for i0 in range(0, len(data), batch_size):

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from data_prep.errors import CorruptImageError, DataError
+from data_prep.errors import IMAGE_DECODE_ERRORS, CorruptImageError, DataError
 from sdconet.utils.atomic import atomic_dir, atomic_write_json
 from sdconet.utils.provenance import provenance
 
@@ -133,7 +133,7 @@ def _process(src: Path, dst_dir: Path, params: dict[str, Any], seed: int) -> tup
     try:
         with Image.open(src) as im:
             hr = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as exc:  # PIL raises these for truncated/garbage files
+    except IMAGE_DECODE_ERRORS as exc:  # PIL raises these for truncated/garbage files
         return "skip", f"{type(exc).__name__}: {exc}"
     try:
         lr = degrade_array(hr, rng=image_rng(seed, src.name), **params)

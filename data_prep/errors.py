@@ -62,3 +62,9 @@ class UnsafeArchiveError(FetchError):
 
 class LayoutError(FetchError):
     """The placed files do not form the expected dataset layout (missing folders, wrong counts)."""
+
+
+# What decoding a bad image file can raise. PIL raises OSError (UnidentifiedImageError), SyntaxError or
+# ValueError; once ultralytics is imported in the process it patches ``PIL.Image.open`` to retry
+# unidentified files through the optional ``pi_heif`` plugin, which then raises ImportError instead.
+IMAGE_DECODE_ERRORS: tuple[type[BaseException], ...] = (OSError, SyntaxError, ValueError, ImportError)

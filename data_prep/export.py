@@ -15,7 +15,7 @@ from typing import Any
 
 from PIL import Image
 
-from data_prep.errors import CorruptImageError, DataError, UnknownClassError
+from data_prep.errors import IMAGE_DECODE_ERRORS, CorruptImageError, DataError, UnknownClassError
 from sdconet.utils.atomic import atomic_dir, atomic_write_json, atomic_write_text
 from sdconet.utils.provenance import provenance
 
@@ -46,7 +46,7 @@ def _image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
-    except (OSError, SyntaxError, ValueError) as exc:
+    except IMAGE_DECODE_ERRORS as exc:
         raise CorruptImageError(f"{path}: cannot read image ({exc})") from None
 
 

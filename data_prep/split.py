@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from data_prep.errors import CorruptImageError, DataError
+from data_prep.errors import IMAGE_DECODE_ERRORS, CorruptImageError, DataError
 from sdconet.utils.atomic import atomic_dir, atomic_write_json
 from sdconet.utils.provenance import provenance
 
@@ -109,7 +109,7 @@ def _tile_one(job: dict[str, Any]) -> dict[str, Any]:
     tile, pad = job["tile"], job["pad"]
     try:
         rgb = _decode_rgb(Path(job["path"]))
-    except (OSError, SyntaxError, ValueError) as exc:  # UnidentifiedImageError is an OSError
+    except IMAGE_DECODE_ERRORS as exc:  # UnidentifiedImageError is an OSError
         return {"error": f"cannot decode image ({type(exc).__name__}: {exc})"}
     height, width = rgb.shape[:2]
     if (width, height) != (job["width"], job["height"]):

@@ -46,7 +46,7 @@ def _read_rgb(path: Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"tile image not found: {path}")
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))
 
 
 class TileDataset(Dataset):

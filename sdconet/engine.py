@@ -13,6 +13,7 @@ bit-identical to an uninterrupted run. Launch DDP with ``torchrun`` (RANK/WORLD_
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import logging
 import math
@@ -34,7 +35,7 @@ from sdconet.checkpoint import capture_rng_state, latest_checkpoint, load_checkp
 from sdconet.checkpoint import save_epoch_checkpoint
 from sdconet.data import build_loader, set_loader_epoch, targets_to
 from sdconet.evaluate import evaluate
-from sdconet.routing import RoutingSchedule, routed_backward
+from sdconet.routing import RoutingSchedule, is_loss_term, routed_backward
 from sdconet.train_config import TrainConfig
 from sdconet.utils.atomic import atomic_write_text
 from sdconet.utils.provenance import git_sha
@@ -94,7 +95,8 @@ def init_distributed(distributed: bool, device_spec: str) -> DistInfo:
         cuda = device_spec != "cpu" and torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if cuda else "gloo")
+        # rank 0 validates alone while the others wait in the next collective: allow a long timeout
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(minutes=90))
         owns = True
     return DistInfo(True, dist.get_rank(), dist.get_world_size(), local, owns)
 
@@ -157,9 +159,10 @@ def _gather(obj: Any, dd: DistInfo) -> list[Any]:
     return out
 
 
-def _check_finite(names: list[str], values: list[float], epoch: int, it: int, dd: DistInfo,
-                  device: torch.device, note: str) -> None:
-    bad = {k: v for k, v in zip(names, values) if not math.isfinite(v)}
+def _check_finite(terms: dict[str, float], epoch: int, it: int, dd: DistInfo, device: torch.device,
+                  note: str) -> None:
+    """Raise :class:`NonFiniteLossError` on every rank when any rank has a NaN/inf loss term."""
+    bad = {k: v for k, v in terms.items() if not math.isfinite(v)}
     any_bad = bool(bad)
     if dd.enabled:  # every rank must stop together, or the others hang in the next all-reduce
         flag = torch.tensor([float(any_bad)], device=device)
@@ -305,14 +308,16 @@ def _train_epoch(net: nn.Module, core: nn.Module, loader: Any, optimizer: torch.
             with amp_ctx:
                 losses: dict[str, Tensor] = net(images, targets, epoch=epoch)
             names = list(losses)
-            values = torch.stack([losses[k].detach().float() for k in names]).cpu().tolist()
-            _check_finite(names, values, epoch, it, dd, device, note)
+            values = torch.stack([torch.as_tensor(losses[k]).detach().float().reshape(()).to(device)
+                                  for k in names]).cpu().tolist()
+            terms = [(k, v) for k, v in zip(names, values) if is_loss_term(k)]
+            _check_finite(dict(terms), epoch, it, dd, device, note)
             if project:
                 info = routed_backward({k: v / group for k, v in losses.items()}, shared, scaler, params=params,
                                        sync=dd.enabled)
                 conflicts += int(info["projected"])
             else:
-                scaler.scale(sum(losses.values()) / group).backward()
+                scaler.scale(sum(v for k, v in losses.items() if is_loss_term(k)) / group).backward()
         for k, v in zip(names, values):
             sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
         n_img += images.shape[0]
@@ -332,8 +337,9 @@ def _train_epoch(net: nn.Module, core: nn.Module, loader: Any, optimizer: torch.
             scheduler.step()
             step += 1
         if (it + 1) % cfg.log_every == 0 and dd.rank == 0:
-            bar.set_postfix(loss=f"{sum(values):.4f}", lr=f"{max(lrs.values()):.2e}")
-            log.debug("epoch %d iter %d/%d loss %.5f", epoch, it + 1, n, sum(values))
+            total = sum(v for _, v in terms)
+            bar.set_postfix(loss=f"{total:.4f}", lr=f"{max(lrs.values()):.2e}")
+            log.debug("epoch %d iter %d/%d loss %.5f", epoch, it + 1, n, total)
     wall = time.perf_counter() - t0
     parts = _gather((sums, counts, n_img, conflicts, norms), dd)
     tot_sums: dict[str, float] = {}
@@ -343,9 +349,11 @@ def _train_epoch(net: nn.Module, core: nn.Module, loader: Any, optimizer: torch.
             tot_sums[k], tot_counts[k] = tot_sums.get(k, 0.0) + s[k], tot_counts.get(k, 0) + c[k]
     means = {k: tot_sums[k] / tot_counts[k] for k in sorted(tot_sums)}
     images_total = sum(p[2] for p in parts)
+    finite = [x for x in norms if math.isfinite(x)]  # AMP: GradScaler skipped the steps with inf/NaN grads
     record: dict[str, Any] = {
-        "epoch": epoch, "lr": lrs, "losses": means, "loss": sum(means.values()),
-        "grad_norm": float(np.mean(norms)) if norms else None, "iters": n, "images": images_total,
+        "epoch": epoch, "lr": lrs, "losses": means, "loss": sum(v for k, v in means.items() if is_loss_term(k)),
+        "grad_norm": float(np.mean(finite)) if finite else None, "nonfinite_grad_steps": len(norms) - len(finite),
+        "iters": n, "images": images_total,
         "time_s": wall, "images_per_s": images_total / wall if wall > 0 else None,
     }
     if project:

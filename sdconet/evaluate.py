@@ -25,7 +25,6 @@ from torch import Tensor, nn
 from sdconet.checkpoint import unwrap
 from sdconet.data import MEAN_255, STD_255, build_loader
 from sdconet.metrics.detection import coco_evaluate
-from sdconet.metrics.results import write_metrics
 from sdconet.metrics.sr import psnr, ssim, tensor_to_uint8
 from sdconet.utils.atomic import atomic_write_json
 
@@ -124,6 +123,8 @@ def write_run_metrics(out_path: str | Path, result: Mapping[str, Any], method: s
 
     ``result`` is what :func:`evaluate` returned. Returns the metrics document.
     """
+    from sdconet.metrics.results import write_metrics  # noqa: PLC0415  (jsonschema only when writing)
+
     out_path = Path(out_path)
     doc = write_metrics(out_path, method=method, dataset=dataset, degradation=degradation, seed=seed,
                         detection=result["detection"], sr=result.get("sr"), efficiency=efficiency, extra=extra,

@@ -62,9 +62,15 @@ class RoutingSchedule:
         return f"RoutingSchedule(mode={self.mode!r}, unfreeze_epoch={self.unfreeze_epoch})"
 
 
+def is_loss_term(name: str) -> bool:
+    """Whether a loss-dict entry is optimised: its name contains "loss" (mmdet ``parse_losses`` rule); other
+    entries (e.g. matching statistics) are only logged."""
+    return "loss" in name
+
+
 def split_losses(loss_dict: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None]:
-    """``(sum of every term except loss_sr, loss_sr or None)``."""
-    det_terms = [v for k, v in loss_dict.items() if k != SR_LOSS_KEY]
+    """``(sum of every loss term except loss_sr, loss_sr or None)``."""
+    det_terms = [v for k, v in loss_dict.items() if k != SR_LOSS_KEY and is_loss_term(k)]
     if not det_terms:
         raise ValueError(f"loss dict has no detection term (keys: {sorted(loss_dict)})")
     return torch.stack([t.float() for t in det_terms]).sum(), loss_dict.get(SR_LOSS_KEY)
@@ -134,7 +140,7 @@ def routed_backward(loss_dict: Mapping[str, Tensor], shared_params: Iterable[Ten
                     params: Iterable[Tensor] | None = None, sync: bool = False) -> dict[str, float | bool]:
     """Backward pass with the SR gradient projected off the detection gradient on the shared parameters.
 
-    ``det = sum(terms except loss_sr)``; ``sr = loss_sr``. Two ``torch.autograd.grad`` calls give each loss's
+    ``det = sum(loss terms except loss_sr)`` (see :func:`is_loss_term`); ``sr = loss_sr``. Two ``torch.autograd.grad`` calls give each loss's
     gradient for every trainable parameter (``params``; default: the leaves of the loss graph). Then
     ``.grad += g_det + project(g_sr)`` on the shared parameters and ``.grad += g_det + g_sr`` elsewhere
     (accumulating, so gradient accumulation works; divide the losses by the number of micro-batches first).

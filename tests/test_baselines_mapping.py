@@ -104,3 +104,21 @@ def test_configs_reject_unknown_keys() -> None:
         YoloConfig.from_dict({"model": "yolov8n.pt"})
     with pytest.raises(ConfigError, match="optimizer"):
         FrcnnConfig.from_dict({"optimizer": "rmsprop"})
+
+
+def test_config_kwargs_bind_to_the_library_functions() -> None:
+    import inspect
+
+    from baselines.config import SRInferConfig
+    from baselines.frcnn import train_frcnn
+    from baselines.interp import upscale_folder
+    from baselines.sr_infer import infer_sr
+    from baselines.sr_train import train_sr
+    from baselines.yolo import train_yolo
+
+    inspect.signature(train_sr).bind(pairs_dir="p", out_dir="o", **SRTrainConfig().to_kwargs())
+    inspect.signature(train_frcnn).bind(coco_json="c", image_dir="i", out_dir="o", **FrcnnConfig().to_kwargs())
+    inspect.signature(train_yolo).bind(data_yaml="d", out_dir="o", **YoloConfig().to_kwargs())
+    inspect.signature(infer_sr).bind(model="m", lr_dir="l", out_dir="o", **SRInferConfig().to_kwargs())
+    bicubic = SRInferConfig.from_dict({"method": "bicubic", "scale": 4}).to_kwargs()
+    inspect.signature(upscale_folder).bind(lr_dir="l", out_dir="o", **bicubic)

@@ -52,17 +52,13 @@ def test_windows_cover_every_pixel_and_end_flush(w: int, h: int, tile: int, gap:
     assert len(wins) == len(xs) * len(ys) == len(set(wins))
 
 
-def test_windows_known_values_and_small_image() -> None:
+def test_windows_known_values_small_image_and_bad_gap() -> None:
     assert tile_windows(1000, 512, 512, 200) == [(0, 0), (312, 0), (488, 0)]
     assert tile_windows(513, 100, 512, 200) == [(0, 0), (1, 0)]
-    assert tile_windows(300, 200, 512, 200) == [(0, 0)]
-    assert tile_windows(512, 512, 512, 200) == [(0, 0)]
-
-
-@pytest.mark.parametrize("gap", [512, 600, -1])
-def test_windows_bad_gap(gap: int) -> None:
-    with pytest.raises(ValueError, match="gap"):
-        tile_windows(1000, 1000, 512, gap)
+    assert tile_windows(300, 200, 512, 200) == tile_windows(512, 512, 512, 200) == [(0, 0)]
+    for gap in (512, 600, -1):
+        with pytest.raises(ValueError, match="gap"):
+            tile_windows(1000, 1000, 512, gap)
 
 
 def test_keep_rule_edges() -> None:
@@ -161,7 +157,8 @@ def test_no_pad_and_negative(tmp_path: Path) -> None:
     coco = load(out)
     small = next(im for im in coco["images"] if im["source_file"] == "imgs/b.jpg")
     assert (small["width"], small["height"]) == (300, 200)
-    assert Image.open(out / small["file_name"]).size == (300, 200)
+    with Image.open(out / small["file_name"]) as im:
+        assert im.size == (300, 200)
     neg = [im for im in coco["images"] if im["negative"]]
     assert len(neg) == 1 and summ["excluded_negative"] == 0 and neg[0]["valid_size"] == [400, 400]
 
@@ -172,9 +169,7 @@ def test_deterministic_across_workers_and_writers(tmp_path: Path) -> None:
     for key, workers, writer in (("w1", 1, "cv2"), ("w2", 2, "cv2"), ("pil", 2, "pil")):
         split_dataset(cj, tmp_path / "src", tmp_path / key, workers=workers, writer=writer, progress=False)
         coco = load(tmp_path / key)
-        for k in ("provenance",):
-            coco["info"].pop(k)
-        coco["info"]["tiling"].pop("writer")
+        coco["info"].pop("provenance"), coco["info"]["tiling"].pop("writer")
         runs[key] = coco
     assert runs["w1"] == runs["w2"] == runs["pil"]
     for im in runs["w1"]["images"]:
@@ -184,14 +179,10 @@ def test_deterministic_across_workers_and_writers(tmp_path: Path) -> None:
                               np.asarray(Image.open(tmp_path / "pil" / im["file_name"])))
 
 
-def _truncate(path: Path) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 3])
-
-
 def test_corrupt_image_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cj = make_dataset(tmp_path / "src")
-    _truncate(tmp_path / "src" / "imgs" / "b.jpg")
+    jpg = tmp_path / "src" / "imgs" / "b.jpg"
+    jpg.write_bytes(jpg.read_bytes()[: jpg.stat().st_size // 3])  # truncated JPEG: header intact
     with caplog.at_level(logging.WARNING, logger="data_prep.split"):
         summ = split_dataset(cj, tmp_path / "src", tmp_path / "out", workers=2, progress=False)
     assert [s["file"] for s in summ["skipped_images"]] == ["imgs/b.jpg"]
@@ -229,20 +220,28 @@ def test_interrupted_run_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]
 
 
+def test_tile_names_unique_when_stems_collide() -> None:
+    names = split_mod._tile_stems(["positive image set/001.jpg", "negative image set/001.jpg", "p/002.jpg"])
+    assert names == ["positive_image_set_001", "negative_image_set_001", "002"]
+
+
 def test_bad_parameters(tmp_path: Path) -> None:
     cj = make_dataset(tmp_path / "src")
     with pytest.raises(ValueError, match="gap"):
         split_dataset(cj, tmp_path / "src", tmp_path / "o", tile=512, gap=512, progress=False)
     with pytest.raises(ValueError, match="keep_ratio"):
         split_dataset(cj, tmp_path / "src", tmp_path / "o", keep_ratio=0, progress=False)
+    with pytest.raises(ValueError, match="writer"):
+        split_dataset(cj, tmp_path / "src", tmp_path / "o", writer="jpeg", progress=False)
     assert not (tmp_path / "o").exists()
 
 
 # ----------------------------------------------------------------------------- real NWPU VHR-10
 def _positive_sizes(root: Path) -> list[tuple[str, int, int]]:
+    """(name, width, height) of the positive set, from the image headers only."""
     out = []
     for p in sorted((root / "positive image set").glob("*.jpg")):
-        with Image.open(p) as im:  # header only
+        with Image.open(p) as im:
             out.append((p.name, *im.size))
     return out
 
@@ -277,7 +276,8 @@ def test_nwpu_real_tiling_of_five_images(nwpu_root: Path, tmp_path: Path) -> Non
     assert summ["tiles"] == len(coco["images"]) == sum(len(tile_windows(w, h, 512, 200)) for _, w, h in chosen)
     assert summ["objects_in"] == len(anns) > 0 and summ["objects_kept"] >= len(anns) - summ["objects_lost"]
     for im in coco["images"]:
-        assert Image.open(tmp_path / "tiles" / im["file_name"]).size == (512, 512)
+        with Image.open(tmp_path / "tiles" / im["file_name"]) as tile:
+            assert tile.size == (512, 512)
     short = [im for im in coco["images"] if im["source_file"].endswith(chosen[-1][0])]
     assert all(im["valid_size"][1] == chosen[-1][2] < 512 for im in short)
     for a in coco["annotations"]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from data_prep.errors import CorruptImageError, DataError
+from data_prep.errors import IMAGE_DECODE_ERRORS, CorruptImageError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def read_image_size(path: Path, rel: str, strict: bool = False,
         with Image.open(path) as im:
             width, height = im.size
         reason = None if width > 0 and height > 0 else f"invalid image size {width}x{height}"
-    except (OSError, SyntaxError, ValueError) as exc:  # UnidentifiedImageError is an OSError
+    except IMAGE_DECODE_ERRORS as exc:  # UnidentifiedImageError is an OSError
         reason = f"unreadable image ({type(exc).__name__}: {exc})"
     finally:
         Image.MAX_IMAGE_PIXELS = old_limit

@@ -106,7 +106,24 @@ class LRConfig:
 
 @dataclass
 class SDCoNetConfig:
-    """The whole model. Detector fields follow spec 3.5/3.6 and 5 (used by the detection half)."""
+    """The whole model. Detector fields follow spec 3.5/3.6 and 5 (used by the detection half).
+
+    Assembly switches (``sdconet.models.build.build_model``):
+
+    * ``use_saliency``: False drops the score predictor, the key-token selection and the saliency loss and
+      uses a plain deformable (DINO) encoder (``sdconet.models.deformable_encoder``).
+    * ``use_sr``: False builds neither the SR decoder nor the neck's SR conv (SA_DINO_BG).
+    * ``shared_encoder``: False builds ``SerialSDCoNet`` (a separate Swin SR network, then a separate Swin
+      detector on its HR-size output); ``serial_detach`` detaches the SR image before the detector
+      (DINO_SR_TS; False = SA_DINO_SR_TS, detection gradients reach the SR network).
+    * ``deform_residual``: residual around the saliency-aware encoder's deformable attention.
+      ``"standard"`` (default, correct): ``x <- LN(x + MSDA(x + pos))`` as in Salience-DETR.
+      ``"official"``: the released code's ``x <- LN(2x + pos + MSDA(x + pos))``; it passes ``query = x + pos``
+      to mmcv's ``MultiScaleDeformableAttention``, whose built-in identity residual then adds ``x + pos`` on
+      top of the layer's own ``+ x``. A bug, kept behind this flag for bit-faithful reproduction only.
+    * ``topk_score_mode``: ranking of the encoder pre-attention tokens, ``"official"`` (product of two raw
+      logits, spec 9 item 9) or ``"fixed"`` (product of probabilities).
+    """
 
     swin: SwinConfig = field(default_factory=SwinConfig)
     neck: NeckConfig = field(default_factory=NeckConfig)
@@ -148,6 +165,9 @@ class SDCoNetConfig:
     use_saliency: bool = True
     use_sr: bool = True
     shared_encoder: bool = True
+    serial_detach: bool = True
+    deform_residual: str = "standard"
+    topk_score_mode: str = "official"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -188,6 +208,9 @@ class SDCoNetConfig:
         _check(self.routing in ("schedule", "none", "projection"),
                "routing must be 'schedule', 'none' or 'projection'")
         _check(self.enhance_mcsp in ("faithful", "tied"), "enhance_mcsp must be 'faithful' or 'tied'")
+        _check(self.deform_residual in ("standard", "official"), "deform_residual must be 'standard' or 'official'")
+        _check(self.topk_score_mode in ("official", "fixed"), "topk_score_mode must be 'official' or 'fixed'")
+        _check(self.shared_encoder or self.use_sr, "shared_encoder=False (serial SR -> detector) needs use_sr=True")
 
 
 def _check(ok: bool, msg: str) -> None:

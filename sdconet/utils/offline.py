@@ -52,6 +52,7 @@ def apply_offline_defaults() -> None:
     os.environ.setdefault("YOLO_VERBOSE", "False")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TORCH_HOME", str(_cache_root() / "torch"))
+    os.environ.setdefault("MPLCONFIGDIR", str(_cache_root() / "matplotlib"))
     config_dir = Path(os.environ.setdefault("YOLO_CONFIG_DIR", str(_cache_root() / "ultralytics")))
     try:
         _install_fonts(config_dir)

@@ -51,12 +51,9 @@ def device_string(device: Any = None) -> str:
     except OSError:  # pragma: no cover
         pass
     threads = None
-    try:
-        import torch  # noqa: PLC0415
-
+    torch = sys.modules.get("torch")  # only if already loaded: data jobs must not pay ~0.5 GB for it
+    if torch is not None:
         threads = torch.get_num_threads()
-    except Exception:  # pragma: no cover
-        pass
     return f"cpu ({cpu}{f', {threads} threads' if threads else ''})"
 
 
