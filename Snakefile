@@ -6,7 +6,12 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The demo config is the default. A user config given with --configfile replaces it rather than being
+# deep-merged into it (Snakemake merges nested dicts, which would silently add the demo dataset).
+if not config.get("datasets"):
+
+    configfile: "config/config.yaml"
+
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -52,11 +52,11 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
     """Inverse of :func:`capture_rng_state` (CUDA states only when the device count matches)."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # RNG states must be CPU ByteTensors whatever map_location did
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available():
         if len(cuda) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda)
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
         else:
             log.warning("checkpoint has %d CUDA RNG states but %d devices are visible; CUDA RNG not restored",
                         len(cuda), torch.cuda.device_count())

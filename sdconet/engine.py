@@ -36,12 +36,11 @@ from sdconet.checkpoint import save_epoch_checkpoint
 from sdconet.data import build_loader, set_loader_epoch, targets_to
 from sdconet.evaluate import evaluate
 from sdconet.routing import RoutingSchedule, is_loss_term, routed_backward
-from sdconet.train_config import TrainConfig
+from sdconet.train_config import TrainConfig, build_optimizer, build_scheduler
 from sdconet.utils.atomic import atomic_write_text
 from sdconet.utils.provenance import git_sha
 
 LOG_NAME = "train_log.jsonl"
-GROUP_NAMES = ("backbone", "sr", "other")
 _RESUME_IGNORED = {"epochs", "workers", "log_every", "eval_every", "device", "keep_last", "eval_sr", "progress"}
 log = logging.getLogger(__name__)
 
@@ -53,22 +52,6 @@ class NonFiniteLossError(FloatingPointError):
         self.epoch, self.iteration, self.terms = epoch, iteration, terms
         shown = ", ".join(f"{k}={v}" for k, v in terms.items())
         super().__init__(f"non-finite value at epoch {epoch}, iteration {iteration}: {shown}. {note}".strip())
-
-
-class WarmupMultiStep:
-    """LR factor per optimiser step: linear warm-up (0.001 -> 1) times ``gamma ** #(milestones <= epoch)``."""
-
-    def __init__(self, steps_per_epoch: int, milestones: tuple[int, ...], gamma: float, warmup_iters: int,
-                 warmup_start: float = 0.001) -> None:
-        self.steps_per_epoch, self.milestones, self.gamma = steps_per_epoch, tuple(milestones), gamma
-        self.warmup_iters, self.warmup_start = warmup_iters, warmup_start
-
-    def __call__(self, step: int) -> float:
-        epoch = step // self.steps_per_epoch
-        factor = self.gamma ** sum(epoch >= m for m in self.milestones)
-        if step < self.warmup_iters:
-            factor *= self.warmup_start + (1.0 - self.warmup_start) * step / self.warmup_iters
-        return factor
 
 
 @dataclass(frozen=True)
@@ -101,9 +84,9 @@ def init_distributed(distributed: bool, device_spec: str) -> DistInfo:
     return DistInfo(True, dist.get_rank(), dist.get_world_size(), local, owns)
 
 
-def resolve_device(spec: str, dd: DistInfo) -> torch.device:
-    """"auto" -> CUDA when available (``cuda:LOCAL_RANK`` under DDP), else CPU."""
-    if spec == "auto":
+def resolve_device(spec: str | None, dd: DistInfo) -> torch.device:
+    """"auto" (or None) -> CUDA when available (``cuda:LOCAL_RANK`` under DDP), else CPU; "cuda" -> that GPU."""
+    if spec is None or spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec == "cuda":
         return torch.device("cuda", dd.local_rank if dd.enabled else torch.cuda.current_device())
@@ -115,40 +98,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW over ``model.param_groups_spec()``; the "backbone" group gets ``lr * backbone_lr_mult``.
-
-    Frozen SR parameters stay in the optimiser (they simply have no gradient in phase 1, as in mmengine).
-    Raises ValueError for an unknown group name, a parameter in two groups, or a trainable parameter in none.
-    """
-    spec = model.param_groups_spec()
-    unknown = [k for k in spec if k not in GROUP_NAMES]
-    if unknown:
-        raise ValueError(f"param_groups_spec() has unknown group(s) {unknown}; expected {GROUP_NAMES}")
-    seen: dict[int, str] = {}
-    groups = []
-    for name, params in spec.items():
-        params = list(params)
-        for p in params:
-            if id(p) in seen:
-                raise ValueError(f"a parameter is in both the '{seen[id(p)]}' and '{name}' groups")
-            seen[id(p)] = name
-        if params:
-            lr = cfg.lr * (cfg.backbone_lr_mult if name == "backbone" else 1.0)
-            groups.append({"params": params, "lr": lr, "name": name})
-    orphans = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
-    if orphans:
-        raise ValueError(f"{len(orphans)} trainable parameter(s) in no optimiser group, e.g. {orphans[:5]}")
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step LambdaLR equal to MultiStepLR(milestones in epochs, gamma) with a linear warm-up."""
-    fn = WarmupMultiStep(steps_per_epoch, cfg.milestones, cfg.gamma, cfg.warmup_iters)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
 
 
 def _gather(obj: Any, dd: DistInfo) -> list[Any]:
@@ -239,7 +188,7 @@ def _run(model: nn.Module, train_set: Any, val_set: Any | None, cfg: TrainConfig
     start_epoch, step, last_ckpt = 0, 0, None
     ckpt = latest_checkpoint(out_dir) if resume else None
     if ckpt is not None:
-        state = load_checkpoint(ckpt, core, optimizer, scheduler, scaler, rank=dd.rank, map_location=device)
+        state = load_checkpoint(ckpt, core, optimizer, scheduler, scaler, rank=dd.rank, map_location="cpu")
         start_epoch, step, last_ckpt = state["epoch"] + 1, state["global_step"], ckpt
         old = {k: v for k, v in (state.get("config") or {}).items() if k not in _RESUME_IGNORED}
         diff = {k: (v, cfg.to_dict().get(k)) for k, v in old.items() if cfg.to_dict().get(k) != v}

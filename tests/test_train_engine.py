@@ -19,10 +19,10 @@ from PIL import Image
 from torch import Tensor, nn
 
 from sdconet.data import TileDataset, build_loader, collate, set_loader_epoch
-from sdconet.engine import NonFiniteLossError, WarmupMultiStep, build_optimizer, train
+from sdconet.engine import NonFiniteLossError, train
 from sdconet.evaluate import evaluate, write_run_metrics
 from sdconet.metrics.results import read_metrics
-from sdconet.train_config import TrainConfig, TrainConfigError
+from sdconet.train_config import TrainConfig, TrainConfigError, WarmupMultiStep, build_optimizer
 
 
 class ToyModel(nn.Module):

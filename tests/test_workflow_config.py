@@ -44,3 +44,12 @@ def test_slurm_profile_dry_runs(repo_root, tmp_path):
     r = _smk(repo_root, "--profile", str(repo_root / "profiles" / "slurm"), "--executor", "slurm",
              "--jobs", "4", "-n", "all", "--config", f"results_dir={tmp_path}/results")
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_user_configfile_replaces_the_demo_default(repo_root, tmp_path):
+    """--configfile must not be deep-merged into the demo config (no demo jobs in an NWPU run)."""
+    r = _smk(repo_root, "-n", "--cores", "2", "data", "--configfile", str(repo_root / "config" / "nwpu_local.yaml"),
+             "--config", f"results_dir={tmp_path}/results")
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    assert "dataset=nwpu" in out and "dataset=demo" not in out
