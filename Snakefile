@@ -19,14 +19,48 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/sdconet.smk"
+include: "workflow/rules/efficiency.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
         data_targets(),
+        f"{R}/report",
 
 
 rule data:
     input:
         data_targets(),
+
+
+rule sdconet:
+    input:
+        metrics_targets([m for m in SDCONET_METHODS if EXP.loc[m, "kind"] == "sdconet"], [MAIN_DEG]),
+
+
+rule ablations:
+    input:
+        metrics_targets([m for m in SDCONET_METHODS if EXP.loc[m, "kind"] == "ablation"], [MAIN_DEG]),
+
+
+rule efficiency:
+    input:
+        efficiency_targets(),
+
+
+rule sweep:
+    input:
+        sweep_targets(),
+
+
+rule tables:
+    input:
+        f"{R}/report",
+
+
+rule report:
+    input:
+        f"{R}/report",

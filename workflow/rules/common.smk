@@ -40,3 +40,65 @@ def data_targets():
         for deg in DEGRADATIONS:
             out += [f"{R}/data/{ds}/{deg}/yolo_lr", f"{R}/data/{ds}/{deg}/basicsr"]
     return out
+
+
+# ---- methods (experiments sheet) -------------------------------------------------------------
+import sys
+
+sys.path.insert(0, workflow.basedir)  # the in-repo packages, also when rules run under --use-conda
+from sdconet.report.experiments import load_experiments  # noqa: E402
+from data_prep.classes import CLASSES  # noqa: E402
+
+EXP = load_experiments(config["experiments"]).set_index("id", drop=False)
+METHODS = config["methods"] or list(EXP.index)
+_unknown = sorted(set(METHODS) - set(EXP.index))
+if _unknown:
+    raise ValueError(f"config key 'methods': unknown method id(s) {_unknown}; see {config['experiments']}")
+SEEDS = config["seeds"]
+MAIN_DEG = config["main_degradation"] or DEGRADATIONS[0]
+if MAIN_DEG not in DEGRADATIONS:
+    raise ValueError(f"config key 'main_degradation': {MAIN_DEG!r} is not a key of 'degradations'")
+for _key in ("degradations", "methods"):
+    _bad = sorted(set(config["sweep"][_key]) - set(DEGRADATIONS if _key == "degradations" else EXP.index))
+    if _bad:
+        raise ValueError(f"config key 'sweep.{_key}': unknown id(s) {_bad}")
+SDCONET_METHODS = [m for m in METHODS if EXP.loc[m, "kind"] in ("sdconet", "ablation")]
+SERIAL_METHODS = [m for m in METHODS if EXP.loc[m, "kind"] == "serial"]
+ALL_METHOD_IDS = list(EXP.index)
+
+
+wildcard_constraints:
+    method="|".join(ALL_METHOD_IDS),
+    seed=r"\d+",
+
+
+def run_dir(wc):
+    return f"{R}/{wc.dataset}/{wc.degradation}/{wc.method}/seed{wc.seed}"
+
+
+def on_the_fly_lr(deg: str) -> bool:
+    """True when SDCoNet can make its LR input in the model, exactly as the official code (x2 torch bicubic)."""
+    d = config["degradations"][deg]
+    return (d.get("scale", 2) == 2 and d.get("kernel", "torch-bicubic") == "torch-bicubic"
+            and not d.get("blur") and not d.get("noise") and d.get("jpeg") is None)
+
+
+def metrics_targets(methods, degradations):
+    return [f"{R}/{ds}/{deg}/{m}/seed{s}/metrics.json"
+            for ds in DATASETS for deg in degradations for m in methods for s in SEEDS]
+
+
+def efficiency_targets():
+    return [f"{R}/efficiency/{m}.json" for m in METHODS]
+
+
+def sweep_targets():
+    sw = config["sweep"]
+    return metrics_targets([m for m in sw["methods"]], sw["degradations"])
+
+
+def report_inputs():
+    return (metrics_targets(METHODS, [MAIN_DEG]) + sweep_targets() + efficiency_targets())
+# Regexes for wildcard constraints that keep the SDCoNet and serial rules disjoint.
+SDC_RE = "|".join(i for i in EXP.index if EXP.loc[i, "kind"] in ("sdconet", "ablation"))
+SERIAL_RE = "|".join(i for i in EXP.index if EXP.loc[i, "kind"] == "serial")

@@ -3,9 +3,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821  (repo root)
-from sdconet.utils.smk import setup_logging  # noqa: E402
+from sdconet.utils.smk import setup_job  # noqa: E402
 
-setup_logging(snakemake.log[0])  # noqa: F821
+setup_job(snakemake)  # noqa: F821
 
 from data_prep.export import export_yolo  # noqa: E402
 

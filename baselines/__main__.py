@@ -1,0 +1,3 @@
+from baselines.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""``python -m baselines``: train / run the serial "SR model, then detector" baselines (thin adapters over
+:mod:`baselines.pipeline`, which the Snakemake scripts call too).
+
+    python -m baselines sr-train --model edsr --pairs results/data/nwpu/bicubic_x2/pairs --out runs/sr/edsr \
+        [--scale 2] [--config config/baselines/paper.yaml] [--set sr.iters=1000 ...] [--resume]
+    python -m baselines sr-infer (--checkpoint runs/sr/edsr/model.pth | --interp bicubic) \
+        --lr results/data/nwpu/bicubic_x2/lr [--hr results/data/nwpu/tiles/images] --out runs/sr/edsr/sr [--scale 2]
+    python -m baselines det-train --detector frcnn --images runs/sr/edsr/sr --partition results/data/nwpu/partition \
+        --out runs/det/frcnn_edsr [--config ...] [--set frcnn.epochs=2 ...] [--resume]
+    python -m baselines det-eval --detector frcnn --weights runs/det/frcnn_edsr/model.pt --images runs/sr/edsr/sr \
+        --partition results/data/nwpu/partition --split test --out results/nwpu/bicubic_x2/frcnn_edsr/seed0/metrics.json \
+        --method frcnn_edsr --dataset nwpu --degradation bicubic_x2 --seed 0 [--sr-metrics runs/sr/edsr/sr/sr_metrics.json]
+
+Config files (``config/baselines/{demo,paper}.yaml``) have sections ``sr`` (+ ``sr_edsr``/``sr_rrdb``/``sr_swinir``),
+``sr_infer``, ``yolo`` and ``frcnn``; ``--set key=value`` overrides one key (``section.key``; a bare key goes to the
+command's section), values parsed as YAML. Explicit flags (``--model``, ``--scale``, ``--device``) win over both.
+Errors print ``error: ...`` and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+log = logging.getLogger("baselines")
+
+
+def _config(a: argparse.Namespace, default_section: str) -> dict[str, dict[str, Any]]:
+    from baselines.pipeline import parse_sets, read_config  # noqa: PLC0415
+
+    return read_config(a.config, parse_sets(a.set, default_section))
+
+
+def _cmd_sr_train(a: argparse.Namespace) -> dict[str, Any]:
+    from baselines.pipeline import section, sr_train_step  # noqa: PLC0415
+
+    cfg = section(_config(a, "sr"), "sr", a.model)
+    cfg.update({k: v for k, v in (("scale", a.scale), ("device", a.device)) if v is not None})
+    return sr_train_step(a.model, a.pairs, a.out, cfg, resume=a.resume)
+
+
+def _cmd_sr_infer(a: argparse.Namespace) -> dict[str, Any]:
+    from baselines.pipeline import section, sr_step  # noqa: PLC0415
+
+    cfg = section(_config(a, "sr_infer"), "sr_infer")
+    doc = sr_step(a.interp, a.lr, a.out, hr_dir=a.hr, checkpoint=a.checkpoint, scale=a.scale, cfg=cfg,
+                  device=a.device or "auto")
+    return {k: v for k, v in doc.items() if k != "per_tile"} | {"out": str(a.out)}
+
+
+def _cmd_det_train(a: argparse.Namespace) -> dict[str, Any]:
+    from baselines.pipeline import det_train_step, section  # noqa: PLC0415
+
+    name = "frcnn" if a.detector == "frcnn" else "yolo"
+    cfg = section(_config(a, name), name)
+    return det_train_step(a.detector, a.images, a.partition, a.out, cfg, resume=a.resume, device=a.device)
+
+
+def _cmd_det_eval(a: argparse.Namespace) -> dict[str, Any]:
+    from baselines.pipeline import det_eval_step, section  # noqa: PLC0415
+
+    name = "frcnn" if a.detector == "frcnn" else "yolo"
+    cfg = section(_config(a, name), name)
+    doc = det_eval_step(a.detector, a.weights, a.images, a.partition, a.out, method=a.method, dataset=a.dataset,
+                        degradation=a.degradation, seed=a.seed, split=a.split, sr_metrics=a.sr_metrics, cfg=cfg,
+                        device=a.device)
+    det = doc["detection"]
+    return {"metrics": str(a.out), "detection": {k: det[k] for k in ("AP", "AP50", "AP75", "AP_s")},
+            "sr": {k: doc["sr"][k] for k in ("psnr", "ssim")} if doc["sr"] else None}
+
+
+def _common(p: argparse.ArgumentParser, section: str) -> None:
+    p.add_argument("--config", type=Path, help="YAML config (sections sr, sr_infer, yolo, frcnn)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help=f"override one config key (section.key; a bare key goes to '{section}'); repeatable")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, auto (ultralytics: 0, cpu); default: the config's")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m baselines``."""
+    from baselines.pipeline import DETECTORS, SR_INTERP, SR_LEARNED  # noqa: PLC0415  (no torch import)
+
+    p = argparse.ArgumentParser(prog="python -m baselines", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("sr-train", help="train an SR network on BasicSR paired folders")
+    t.add_argument("--model", required=True, choices=SR_LEARNED)
+    t.add_argument("--pairs", required=True, type=Path, help="export-basicsr folder (<part>/HR, <part>/LR)")
+    t.add_argument("--out", required=True, type=Path)
+    t.add_argument("--scale", type=int, help="SR factor (default: the config's, else 2)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
+    _common(t, "sr")
+    t.set_defaults(func=_cmd_sr_train)
+
+    i = sub.add_parser("sr-infer", help="super-resolve LR tiles (learned model or interpolation)")
+    how = i.add_mutually_exclusive_group(required=True)
+    how.add_argument("--checkpoint", type=Path, help="model.pth (or checkpoints/last.pt) of sr-train")
+    how.add_argument("--interp", choices=SR_INTERP, help="PIL interpolation instead of a network")
+    i.add_argument("--lr", required=True, type=Path, help="folder of LR tiles")
+    i.add_argument("--hr", type=Path, help="folder of HR tiles (same names): PSNR/SSIM in OUT/sr_metrics.json")
+    i.add_argument("--out", required=True, type=Path)
+    i.add_argument("--scale", type=int, help="SR factor (default: the checkpoint's; 2 for --interp)")
+    _common(i, "sr_infer")
+    i.set_defaults(func=_cmd_sr_infer)
+
+    d = sub.add_parser("det-train", help="train a detector on HR, LR or SR tiles")
+    d.add_argument("--detector", required=True, choices=DETECTORS)
+    d.add_argument("--images", required=True, type=Path, help="tile folder (HR tiles/, LR or SR copies)")
+    d.add_argument("--partition", required=True, type=Path, help="folder with {train,val,test}.json")
+    d.add_argument("--out", required=True, type=Path)
+    d.add_argument("--resume", action="store_true")
+    _common(d, "yolo|frcnn")
+    d.set_defaults(func=_cmd_det_train)
+
+    e = sub.add_parser("det-eval", help="COCO metrics on the HR grid -> metrics.json (+ detections.json)")
+    e.add_argument("--detector", required=True, choices=DETECTORS)
+    e.add_argument("--weights", required=True, type=Path)
+    e.add_argument("--images", required=True, type=Path)
+    e.add_argument("--partition", required=True, type=Path)
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--out", required=True, type=Path, help="metrics.json to write")
+    e.add_argument("--method", required=True, help="method id (config/experiments.tsv)")
+    e.add_argument("--dataset", required=True)
+    e.add_argument("--degradation", required=True)
+    e.add_argument("--seed", required=True, type=int)
+    e.add_argument("--sr-metrics", type=Path, help="sr_metrics.json of the SR stage that made --images")
+    _common(e, "yolo|frcnn")
+    e.set_defaults(func=_cmd_det_eval)
+    return p
+
+
+def _fix_bare_section(a: argparse.Namespace) -> None:
+    """det-* commands: bare ``--set`` keys belong to the detector's section."""
+    if a.command in ("det-train", "det-eval") and a.set:
+        name = "frcnn" if a.detector == "frcnn" else "yolo"
+        a.set = [s if "." in s.split("=", 1)[0] else f"{name}.{s}" for s in a.set]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sub-command; print a JSON summary (exit 0) or ``error: ...`` (exit 2)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    _fix_bare_section(args)
+    from data_prep.errors import DataError  # noqa: PLC0415
+
+    func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
+    try:
+        result = func(args)
+    except (DataError, FileNotFoundError, KeyError, ValueError, FloatingPointError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=1, default=str)[:4000])
+    return 0

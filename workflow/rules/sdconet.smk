@@ -1,0 +1,52 @@
+# SDCoNet and its ablations: train (resumable; checkpoints live beside the completion marker so a
+# killed job resumes instead of restarting), then evaluate on the test partition on the HR grid.
+
+
+rule train_sdconet:
+    input:
+        parts=multiext(f"{R}/data/{{dataset}}/partition/", "train.json", "val.json", "test.json"),
+        tiles=f"{R}/data/{{dataset}}/tiles",
+        lr=lambda wc: [] if on_the_fly_lr(wc.degradation) else [f"{R}/data/{wc.dataset}/{wc.degradation}/lr"],
+    output:
+        done=f"{R}/{{dataset}}/{{degradation}}/{{method,{SDC_RE}}}/seed{{seed}}/train/complete.json",
+    params:
+        cfg=config["sdconet"]["config"],
+        sets=config["sdconet"]["set"],
+        data=lambda wc: f"{R}/data/{wc.dataset}",
+    log:
+        "logs/sdconet/{dataset}/{degradation}/{method}/seed{seed}/train.log",
+    benchmark:
+        f"{R}/benchmarks/sdconet/{{dataset}}/{{degradation}}/{{method}}/seed{{seed}}/train.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=1440,
+        gpu=1,
+    script:
+        "../scripts/train_sdconet.py"
+
+
+rule evaluate_sdconet:
+    input:
+        done=f"{R}/{{dataset}}/{{degradation}}/{{method}}/seed{{seed}}/train/complete.json",
+    output:
+        metrics=f"{R}/{{dataset}}/{{degradation}}/{{method,{SDC_RE}}}/seed{{seed}}/metrics.json",
+        detections=f"{R}/{{dataset}}/{{degradation}}/{{method,{SDC_RE}}}/seed{{seed}}/detections.json",
+    params:
+        data=lambda wc: f"{R}/data/{wc.dataset}",
+        sr=lambda wc: EXP.loc[wc.method, "sr_branch"] == "yes",
+    log:
+        "logs/sdconet/{dataset}/{degradation}/{method}/seed{seed}/evaluate.log",
+    benchmark:
+        f"{R}/benchmarks/sdconet/{{dataset}}/{{degradation}}/{{method}}/seed{{seed}}/evaluate.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1,
+    script:
+        "../scripts/evaluate_sdconet.py"
