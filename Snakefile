@@ -20,6 +20,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/sdconet.smk"
+include: "workflow/rules/baselines.smk"
 include: "workflow/rules/efficiency.smk"
 include: "workflow/rules/report.smk"
 
@@ -39,6 +40,11 @@ rule data:
 rule sdconet:
     input:
         metrics_targets([m for m in SDCONET_METHODS if EXP.loc[m, "kind"] == "sdconet"], [MAIN_DEG]),
+
+
+rule baselines:
+    input:
+        metrics_targets(SERIAL_METHODS, [MAIN_DEG]),
 
 
 rule ablations:

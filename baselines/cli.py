@@ -134,19 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _fix_bare_section(a: argparse.Namespace) -> None:
-    """det-* commands: bare ``--set`` keys belong to the detector's section."""
-    if a.command in ("det-train", "det-eval") and a.set:
-        name = "frcnn" if a.detector == "frcnn" else "yolo"
-        a.set = [s if "." in s.split("=", 1)[0] else f"{name}.{s}" for s in a.set]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command; print a JSON summary (exit 0) or ``error: ...`` (exit 2)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
-    _fix_bare_section(args)
     from data_prep.errors import DataError  # noqa: PLC0415
 
     func: Callable[[argparse.Namespace], dict[str, Any]] = args.func

@@ -47,7 +47,10 @@ def parse_sets(items: Sequence[str] | None, default_section: str) -> dict[str, d
 
 def read_config(path: str | os.PathLike | None = None, sets: Mapping[str, Mapping[str, Any]] | None = None
                 ) -> dict[str, dict[str, Any]]:
-    """Sections of a YAML config merged with ``sets`` (``{section: {key: value}}``), every section validated."""
+    """Sections of a YAML config merged with ``sets`` (``{section: {key: value}}``), every section validated.
+
+    Precedence for an SR model: file ``sr`` < file ``sr_<model>`` < ``sets["sr"]`` < ``sets["sr_<model>"]``.
+    """
     source = str(path) if path else "--set"
     raw: dict[str, Any] = {}
     if path:
@@ -64,6 +67,9 @@ def read_config(path: str | os.PathLike | None = None, sets: Mapping[str, Mappin
         if values is not None and not isinstance(values, Mapping):
             raise ConfigError(f"{source}: section {section!r} must be a mapping, got {values!r}")
         merged.setdefault(section, {}).update(values or {})
+    sets = sets or {}
+    for name in (n for n in merged if n.startswith("sr_") and n != "sr_infer"):  # --set sr.k beats a file's sr_<m>.k
+        merged[name].update({k: v for k, v in sets.get("sr", {}).items() if k not in sets.get(name, {})})
     for section, values in merged.items():
         base = merged.get("sr", {}) if section.startswith("sr_") and section != "sr_infer" else {}
         SECTIONS[section].from_dict({**base, **values}, source=f"{source} [{section}]")
@@ -282,8 +288,9 @@ def det_eval_step(detector: str, weights: str | os.PathLike, image_set_dir: str 
               "images": str(images.resolve()), "partition": str(gt.resolve()), "split": split}
     extra = {"split": split, "images": len(index), "scale_to_hr": scale, "input_side": side,
              "num_detections": len(dets)}
+    dev = f"cuda:{conf.device}" if str(conf.device).isdigit() else conf.device  # ultralytics "0" -> cuda:0
     doc = write_metrics(out, method=method, dataset=dataset, degradation=degradation, seed=int(seed),
                         detection=detection, sr=_sr_block(sr_metrics, index, split), config=config,
-                        device=conf.device, extra=extra)
+                        device=dev, extra=extra)
     atomic_write_json(Path(out).parent / "detections.json", dets, indent=None)
     return doc

@@ -28,6 +28,11 @@ def _ratios(text: str) -> dict[str, float]:
     return out
 
 
+def _ratios_raw(text: str) -> dict[str, str]:
+    """Parse ``val=test,trainval=train`` into a dict of strings."""
+    return dict(item.split("=", 1) for item in text.split(",") if "=" in item)
+
+
 def _cmd_fetch(a: argparse.Namespace) -> dict:
     from data_prep.fetch import fetch_dataset
 
@@ -54,7 +59,8 @@ def _cmd_split(a: argparse.Namespace) -> dict:
 def _cmd_partition(a: argparse.Namespace) -> dict:
     from data_prep.partition import partition_tiles
 
-    return partition_tiles(a.tiles, a.out, mode=a.mode, ratios=a.ratios, seed=a.seed)
+    split_map = {k: str(v) for k, v in _ratios_raw(a.split_map).items()} if a.split_map else None
+    return partition_tiles(a.tiles, a.out, mode=a.mode, ratios=a.ratios, seed=a.seed, split_map=split_map)
 
 
 def _cmd_degrade(a: argparse.Namespace) -> dict:
@@ -136,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mode", choices=["ratio", "official"], default="ratio")
     t.add_argument("--ratios", type=_ratios, default={"train": 0.7, "val": 0.1, "test": 0.2})
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--split-map", default=None, help="official mode: rename splits, e.g. val=test (DOTA)")
     t.set_defaults(func=_cmd_partition)
 
     d = sub.add_parser("degrade", help="make low-quality copies of tiles")

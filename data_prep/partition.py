@@ -56,15 +56,23 @@ def split_by_ratio(source_ids: list[int], ratios: Mapping[str, float], seed: int
 
 
 def _official(images: list[dict[str, Any]], ratios: Mapping[str, float], seed: int,
-              where: str) -> tuple[dict[str, list[int]], bool]:
-    """Source ids per part from each tile's ``split``; carve val out of train when val is absent."""
+              where: str, split_map: Mapping[str, str] | None = None) -> tuple[dict[str, list[int]], bool]:
+    """Source ids per part from each tile's ``split``; carve val out of train when val is absent.
+
+    ``split_map`` renames official splits first, e.g. ``{"val": "test"}`` for DOTA, whose test labels are
+    private (the official SDCoNet configs score on ``val``); keys and values are split / part names.
+    """
+    for key, value in (split_map or {}).items():
+        if value not in PARTS:
+            raise DataError(f"split_map[{key!r}] = {value!r}: expected one of {PARTS}")
     missing = [im for im in images if im.get("split") is None]
     if missing:
         raise DataError(f"{where}: {len(missing)} tile(s) have no official split (split is null), "
                         f"e.g. {missing[0].get('file_name')}; use mode='ratio'")
     split_of: dict[int, str] = {}
     for im in images:
-        part = _OFFICIAL_ALIASES.get(str(im["split"]).lower())
+        name = (split_map or {}).get(str(im["split"]).lower(), str(im["split"]).lower())
+        part = _OFFICIAL_ALIASES.get(name)
         if part is None:
             raise DataError(f"{where}: tile {im.get('file_name')} has unknown split {im['split']!r}; "
                             f"expected one of {sorted(_OFFICIAL_ALIASES)}")
@@ -82,7 +90,8 @@ def _official(images: list[dict[str, Any]], ratios: Mapping[str, float], seed: i
 
 
 def partition_tiles(tiles_json: str | Path, out_dir: str | Path, mode: str = "ratio",
-                    ratios: Mapping[str, float] | None = None, seed: int = 0) -> dict[str, Any]:
+                    ratios: Mapping[str, float] | None = None, seed: int = 0,
+                    split_map: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Write ``out_dir/{train,val,test}.json`` and return a summary (counts per part).
 
     ``mode="ratio"``: source images are shuffled with ``seed`` and cut by ``ratios`` (fractions of source
@@ -104,14 +113,14 @@ def partition_tiles(tiles_json: str | Path, out_dir: str | Path, mode: str = "ra
     if mode == "ratio":
         parts = split_by_ratio([im["source_image_id"] for im in images], ratios, seed)
     elif mode == "official":
-        parts, carved = _official(images, ratios, seed, str(tiles_json))
+        parts, carved = _official(images, ratios, seed, str(tiles_json), split_map)
     else:
         raise ValueError(f"unknown partition mode {mode!r}; expected 'ratio' or 'official'")
     part_of = {sid: p for p, sids in parts.items() for sid in sids}
     anns_by_image: dict[int, list[dict[str, Any]]] = {}
     for ann in annotations:
         anns_by_image.setdefault(ann["image_id"], []).append(ann)
-    config = {"mode": mode, "ratios": ratios, "seed": seed, "val_carved_from_train": carved,
+    config = {"mode": mode, "ratios": ratios, "seed": seed, "split_map": dict(split_map or {}), "val_carved_from_train": carved,
               "source_json": str(tiles_json)}
     prov = provenance(config=config)
     info_common = {k: v for k, v in coco.get("info", {}).items() if k != "provenance"}

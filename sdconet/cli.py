@@ -1,4 +1,4 @@
-"""``python -m sdconet``: train, evaluate and summarise SDCoNet (thin adapters over the tested library functions).
+r"""``python -m sdconet``: train, evaluate and summarise SDCoNet (thin adapters over the tested library functions).
 
     python -m sdconet train --config config/sdconet/paper.yaml --data results/data/nwpu --out runs/nwpu/sdconet \
         [--method sdconet_no_sr] [--set train.epochs=36 ...] [--lr-dir results/data/nwpu/matlab_x4/lr] [--resume]
@@ -15,17 +15,47 @@ names relative to ``tiles/``) and ``tiles/images``. ``num_classes`` comes from t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import yaml
 
 log = logging.getLogger("sdconet")
 RUN_CONFIG = "run_config.json"
+
+
+class UsageError(Exception):
+    """A bad argument, config or data folder (reported as ``error: ...`` with exit status 2, no traceback)."""
+
+
+@contextlib.contextmanager
+def _usage() -> Iterator[None]:
+    """Turn the config / data resolution errors raised inside the block into :class:`UsageError`."""
+    from sdconet.models.config import ConfigError  # noqa: PLC0415
+    from sdconet.train_config import TrainConfigError  # noqa: PLC0415
+
+    try:
+        yield
+    except (ConfigError, TrainConfigError, FileNotFoundError, ValueError, KeyError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def strict_json(obj: Any) -> Any:
+    """Copy of ``obj`` with non-finite floats as the strings "inf" / "-inf" / "nan" (strict JSON; the model config
+    reader maps "inf" back in ``saliency.level_ranges``)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    return obj
 
 
 def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
@@ -84,25 +114,26 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
     from sdconet.utils.atomic import atomic_write_json  # noqa: PLC0415
 
     data = Path(a.data).resolve()
-    train_ann, images = data_paths(data, "train")
-    sets = parse_sets(a.set)
-    if a.device:
-        sets["train.device"] = a.device
-    sets["model.num_classes"] = num_classes_of(train_ann)
     lr_dir = Path(a.lr_dir).resolve() if a.lr_dir else None
-    if lr_dir is not None:
-        sets["model.lr.on_the_fly"] = False
-        sets["model.lr.scale"] = lr_scale(lr_dir, int(sets.get("model.lr.scale", 2)))
-    cfg, train_dict = load_model_config(a.config, sets, method=a.method)
-    tcfg = TrainConfig.from_dict(train_dict)
-    torch.manual_seed(tcfg.seed)  # model initialisation
-    model = build_model(cfg)
-    kw = dict(lr_dir=lr_dir, scale=cfg.lr.scale, seed=tcfg.seed)
-    train_set = TileDataset(train_ann, images, train=True, **kw)
-    val_ann = data / "partition" / "val.json"
-    val_set = TileDataset(val_ann, images, train=False, **kw) if val_ann.is_file() else None
+    with _usage():
+        train_ann, images = data_paths(data, "train")
+        sets = parse_sets(a.set)
+        if a.device:
+            sets["train.device"] = a.device
+        sets["model.num_classes"] = num_classes_of(train_ann)
+        if lr_dir is not None:
+            sets["model.lr.on_the_fly"] = False
+            sets["model.lr.scale"] = lr_scale(lr_dir, int(sets.get("model.lr.scale", 2)))
+        cfg, train_dict = load_model_config(a.config, sets, method=a.method)
+        tcfg = TrainConfig.from_dict(train_dict)
+        kw = dict(lr_dir=lr_dir, scale=cfg.lr.scale, seed=tcfg.seed)
+        train_set = TileDataset(train_ann, images, train=True, **kw)
+        val_ann = data / "partition" / "val.json"
+        val_set = TileDataset(val_ann, images, train=False, **kw) if val_ann.is_file() else None
     if val_set is not None and len(val_set) == 0:
         val_set = None
+    torch.manual_seed(tcfg.seed)  # model initialisation
+    model = build_model(cfg)
     out = Path(a.out)
     run_cfg = {"model": to_dict(cfg), "train": tcfg.to_dict(), "method": a.method or "sdconet",
                "data": str(data), "lr_dir": str(lr_dir) if lr_dir else None,
@@ -110,7 +141,7 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
                "config_file": str(Path(a.config).resolve()), "sets": sets}
     if int(os.environ.get("RANK", "0")) == 0:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / RUN_CONFIG, run_cfg)
+        atomic_write_json(out / RUN_CONFIG, strict_json(run_cfg))
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     res = train(model, train_set, val_set, tcfg, out, resume=a.resume, distributed=distributed)
     hist = res["history"]
@@ -145,19 +176,22 @@ def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
     from sdconet.summary import parameter_summary  # noqa: PLC0415
 
     ckpt = Path(a.checkpoint)
-    run_cfg = _run_config(a, ckpt)
-    lr_dir = a.lr_dir or run_cfg.get("lr_dir")
-    model_dict = dict(run_cfg["model"])
-    if a.lr_dir:
-        model_dict["lr"] = {**model_dict.get("lr", {}), "on_the_fly": False,
-                            "scale": lr_scale(Path(a.lr_dir), model_dict.get("lr", {}).get("scale", 2))}
-    cfg = from_dict(model_dict)
+    with _usage():
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"checkpoint not found: {ckpt}")
+        run_cfg = _run_config(a, ckpt)
+        lr_dir = a.lr_dir or run_cfg.get("lr_dir")
+        model_dict = dict(run_cfg["model"])
+        if a.lr_dir:
+            model_dict["lr"] = {**model_dict.get("lr", {}), "on_the_fly": False,
+                                "scale": lr_scale(Path(a.lr_dir), model_dict.get("lr", {}).get("scale", 2))}
+        cfg = from_dict(model_dict)
+        ann, images = data_paths(Path(a.data), a.split)
+        ds = TileDataset(ann, images, train=False, lr_dir=lr_dir, scale=cfg.lr.scale)
+        device = resolve_device(a.device, DistInfo(False))
     model = build_model(cfg)
     state = load_checkpoint(ckpt, model, restore_rng=False)
-    device = resolve_device(a.device, DistInfo(False))
     model.to(device)
-    ann, images = data_paths(Path(a.data), a.split)
-    ds = TileDataset(ann, images, train=False, lr_dir=lr_dir, scale=cfg.lr.scale)
     kw: dict[str, Any] = {"crop_border": 0, "test_y_channel": False} if a.sr_rgb else {}
     res = evaluate(model, ds, ds.coco, device, batch_size=a.batch_size, sr=a.sr, **kw)
     summ = parameter_summary(model)
@@ -180,13 +214,14 @@ def cmd_summary(a: argparse.Namespace) -> dict[str, Any]:
     from sdconet.models.config import to_dict  # noqa: PLC0415
     from sdconet.summary import parameter_summary  # noqa: PLC0415
 
-    sets = parse_sets(a.set)
-    if a.num_classes is not None:
-        sets["model.num_classes"] = a.num_classes
-    doc = yaml.safe_load(Path(a.config).read_text()) if a.config else {"model": {"preset": a.preset}}
-    doc.setdefault("train", {})
-    doc["train"] = {"epochs": 1, "batch_size": 1, **(doc["train"] or {})}  # the summary needs no schedule
-    cfg, _ = resolve_config(doc, sets, method=a.method, source=str(a.config or f"preset {a.preset}"))
+    with _usage():
+        sets = parse_sets(a.set)
+        if a.num_classes is not None:
+            sets["model.num_classes"] = a.num_classes
+        doc = yaml.safe_load(Path(a.config).read_text()) if a.config else {"model": {"preset": a.preset}}
+        doc.setdefault("train", {})
+        doc["train"] = {"epochs": 1, "batch_size": 1, **(doc["train"] or {})}  # the summary needs no schedule
+        cfg, _ = resolve_config(doc, sets, method=a.method, source=str(a.config or f"preset {a.preset}"))
     out = parameter_summary(build_model(cfg))
     out.update(method=a.method or "sdconet", preset=doc["model"].get("preset", "paper"), config=to_dict(cfg))
     return out
@@ -237,14 +272,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from sdconet.models.config import ConfigError  # noqa: PLC0415
-    from sdconet.train_config import TrainConfigError  # noqa: PLC0415
-
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "summary": cmd_summary}
     try:
         result = handlers[args.command](args)
-    except (ConfigError, TrainConfigError, FileNotFoundError, ValueError) as exc:
+    except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps(result, indent=1, default=str))
+    print(json.dumps(strict_json(result), indent=1, default=str, allow_nan=False))
     return 0

@@ -186,6 +186,8 @@ def build_detector(detector: str, num_classes: int, side: int, preset: str = "pa
     if detector not in ("yolov8n", "yolov8s"):
         raise ValueError(f"unknown detector {detector!r}")
     import sdconet  # noqa: F401, PLC0415  (offline defaults before ultralytics)
+    import torchvision  # noqa: F401, PLC0415  (ultralytics' NMS uses torchvision.ops.nms only once it is imported,
+    # as in its predictor; otherwise a Python-loop NMS with a 2 s time limit)
     from ultralytics.nn.tasks import DetectionModel  # noqa: PLC0415
 
     model = DetectionModel(f"{detector}.yaml", nc=num_classes, verbose=False).eval()
@@ -242,9 +244,10 @@ def build_sdconet(method_id: str, experiments_path: str | Path, num_classes: int
     doc = {"model": {"preset": preset}, "train": {"epochs": 1, "batch_size": 1}}
     cfg, _ = resolve_config(doc, overrides, source=f"{method_id} ({preset} preset)")
     model = build_model(cfg).eval()
-    s = parameter_summary(model)["totals"]
+    summary = parameter_summary(model)
+    s = summary["totals"]
     params = {"total": s["total"], "inference": s["inference_path"], "training_only": s["total"] - s["inference_path"],
-              "unused": s["unused"], "components": parameter_summary(model)["components"]}
+              "unused": s["unused"], "components": summary["components"]}
     notes = [f"{type(model).__name__} ({preset} preset) predict path on the LR tile; the SR decoder (and the neck's "
              f"SR conv) do not run at inference"]
     return MethodModels(model, hr_size // scale, [Stage(method_id, model, hr_size // scale)], params, notes)
@@ -281,6 +284,7 @@ def measure_method(method_id: str, experiments_path: str | Path, num_classes: in
     """Efficiency of one method in the report's format (see the module docstring)."""
     from sdconet.utils.provenance import device_string, provenance  # noqa: PLC0415
 
+    torch.manual_seed(0)  # the random initialisation (no count or timing depends on it)
     row, mm = build_method(method_id, experiments_path, num_classes, hr_size, scale, preset)
     by_stage: dict[str, float] = {}
     unsupported: dict[str, int] = {}

@@ -166,3 +166,21 @@ def test_split_then_partition(tmp_path: Path) -> None:
     assert len(sources(parts["train"])) == 3 == len(sources(parts["test"])) and parts["val"]["images"] == []
     for im in parts["train"]["images"] + parts["test"]["images"]:
         assert (tmp_path / "tiles" / im["file_name"]).is_file()
+
+
+def test_split_map_renames_official_val_to_test(tmp_path):
+    """DOTA: official val becomes the test part and val is carved out of train."""
+    import json
+
+    from data_prep.partition import partition_tiles
+
+    images = [{"id": i + 1, "file_name": f"images/t{i}.png", "width": 8, "height": 8,
+               "source_image_id": i // 2 + 1, "split": "train" if i < 12 else "val"} for i in range(16)]
+    tiles = tmp_path / "tiles.json"
+    tiles.write_text(json.dumps({"images": images, "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    partition_tiles(tiles, tmp_path / "p", mode="official", ratios={"train": 0.7, "val": 0.2, "test": 0.1},
+                    seed=0, split_map={"val": "test"})
+    parts = {p: json.loads((tmp_path / "p" / f"{p}.json").read_text()) for p in ("train", "val", "test")}
+    assert {im["source_image_id"] for im in parts["test"]["images"]} == {7, 8}
+    assert parts["val"]["images"] and parts["train"]["images"]
+    assert len(parts["train"]["images"]) + len(parts["val"]["images"]) == 12

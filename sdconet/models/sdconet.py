@@ -37,13 +37,15 @@ from sdconet.models.saliency import SaliencyLoss, build_saliency, key_token_sele
 from sdconet.models.sr_decoder import build_sr_decoder
 from sdconet.models.two_stage import build_dino_head
 
-__all__ = ["DetectionBranch", "SDCoNet", "hr_size_of", "sr_target", "check_targets"]
+__all__ = ["DetectionBranch", "SDCoNet", "hr_size_of", "sr_target", "check_targets", "split_param_groups"]
 
 Targets = Sequence[dict[str, Any]]
 
 
 def hr_size_of(images: Tensor, targets: Targets | None, cfg: SDCoNetConfig) -> tuple[int, int]:
     """(H, W) of the HR tile: the input size, or (offline LR) ``targets[0]["size"]`` / ``scale x`` the LR size."""
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W) normalised RGB, got shape {tuple(images.shape)}")
     if cfg.lr.on_the_fly:
         return int(images.shape[-2]), int(images.shape[-1])
     if targets and "size" in targets[0]:
@@ -198,8 +200,11 @@ class SDCoNet(nn.Module):
         return list(self.backbone.parameters())
 
     def param_groups_spec(self) -> dict[str, list[nn.Parameter]]:
-        """``backbone`` (Swin, lr x0.1), ``sr`` (SR decoder + neck SR conv) and ``other`` (the rest), frozen included."""
-        return _groups(self, [self.backbone], self.sr_modules())
+        """Optimiser groups ``backbone`` (Swin, lr x0.1), ``sr`` (SR decoder + neck SR conv) and ``other``.
+
+        Every parameter appears once; frozen ones are included (the SR group is frozen in routing phase 1).
+        """
+        return split_param_groups(self, [self.backbone], self.sr_modules())
 
     # ------------------------------------------------------------------ forward
     def forward(self, images: Tensor, targets: Targets | None = None, epoch: int = 0, *,
@@ -228,8 +233,8 @@ class SDCoNet(nn.Module):
         return (dets, sr) if return_sr else dets
 
 
-def _groups(model: nn.Module, backbones: Sequence[nn.Module],
-            sr_mods: Sequence[nn.Module]) -> dict[str, list[nn.Parameter]]:
+def split_param_groups(model: nn.Module, backbones: Sequence[nn.Module],
+                       sr_mods: Sequence[nn.Module]) -> dict[str, list[nn.Parameter]]:
     """Split ``model.parameters()`` (each once) into the backbone / sr / other optimiser groups."""
     bb = {id(p) for m in backbones for p in m.parameters()}
     sr = {id(p) for m in sr_mods for p in m.parameters()}

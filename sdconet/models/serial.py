@@ -27,7 +27,7 @@ from sdconet.models.config import SDCoNetConfig
 from sdconet.models.encoder import build_encoder
 from sdconet.models.lr_input import prepare_lr
 from sdconet.models.neck import ChannelMapperSR, ConvGN
-from sdconet.models.sdconet import DetectionBranch, Targets, _groups, hr_size_of, sr_target
+from sdconet.models.sdconet import DetectionBranch, Targets, hr_size_of, split_param_groups, sr_target
 from sdconet.models.sr_decoder import build_sr_decoder
 
 __all__ = ["SerialSDCoNet"]
@@ -86,7 +86,7 @@ class SerialSDCoNet(nn.Module):
 
     def param_groups_spec(self) -> dict[str, list[nn.Parameter]]:
         """``backbone`` (both Swin encoders, lr x0.1), ``sr`` (SR conv + SR decoder), ``other`` (the rest)."""
-        return _groups(self, [self.sr_backbone, self.backbone], [self.sr_neck, self.sr_decoder])
+        return split_param_groups(self, [self.sr_backbone, self.backbone], [self.sr_neck, self.sr_decoder])
 
     def super_resolve(self, images: Tensor, hr_size: tuple[int, int]) -> Tensor:
         """(B, 3, H, W) or offline LR (B, 3, h, w) normalised input -> (B, 3, *hr_size) normalised SR image."""

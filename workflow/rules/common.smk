@@ -102,3 +102,13 @@ def report_inputs():
 # Regexes for wildcard constraints that keep the SDCoNet and serial rules disjoint.
 SDC_RE = "|".join(i for i in EXP.index if EXP.loc[i, "kind"] in ("sdconet", "ablation"))
 SERIAL_RE = "|".join(i for i in EXP.index if EXP.loc[i, "kind"] == "serial")
+
+
+def image_set(wc):
+    """The tiles a serial method's detector trains and is scored on: HR, LR or one SR model's output."""
+    row = EXP.loc[wc.method]
+    if row["input"] == "hr":
+        return f"{R}/data/{wc.dataset}/tiles"
+    if row["input"] == "lr":
+        return f"{R}/data/{wc.dataset}/{wc.degradation}/lr"
+    return f"{R}/{wc.dataset}/{wc.degradation}/sr/{row['sr_model']}/seed{wc.seed}/images"

@@ -1,0 +1,124 @@
+"""``python -m sdconet``: summary JSON, and train -> evaluate on a tiny generated demo data folder (CPU, seconds)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from sdconet.cli import main
+from sdconet.metrics.results import read_metrics
+
+TINY = "config/sdconet/tiny.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory) -> Path:
+    """results/data/demo-like folder: coco.json, tiles/ (128 px), partition/{train,val,test}.json, bicubic_x2/lr."""
+    from data_prep.convert import convert_dataset
+    from data_prep.degrade import degrade_folder
+    from data_prep.demo import generate_demo
+    from data_prep.partition import partition_tiles
+    from data_prep.split import split_dataset
+
+    root = tmp_path_factory.mktemp("cli_demo")
+    raw, data = root / "raw", root / "data" / "demo"
+    data.mkdir(parents=True)
+    generate_demo(raw, n_images=4, size=256, seed=1)
+    convert_dataset("demo", raw, data / "coco.json")
+    split_dataset(data / "coco.json", raw, data / "tiles", tile=128, gap=0, workers=1, progress=False)
+    partition_tiles(data / "tiles" / "annotations.json", data / "partition",
+                    ratios={"train": 0.5, "val": 0.25, "test": 0.25})
+    degrade_folder(data / "tiles" / "images", data / "bicubic_x2" / "lr", scale=2)
+    return data
+
+
+def _run(argv: list[str], capsys) -> dict:
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    assert rc == 0, err[-3000:]
+    return json.loads(out)
+
+
+def test_summary_subprocess_prints_json(repo_root: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "sdconet", "summary", "--preset", "tiny", "--num-classes", "5"],
+                       cwd=repo_root, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+    assert doc["model"] == "SDCoNet" and doc["config"]["num_classes"] == 5
+    assert doc["totals"]["total"] == sum(doc["components"].values()) > 0
+    assert set(doc["millions"]) >= {"encoder", "sr_decoder", "total", "inference_path", "training_only"}
+
+
+def test_summary_paper_method_variant(capsys) -> None:
+    doc = _run(["summary", "--preset", "paper", "--method", "sdconet_no_sr"], capsys)
+    assert doc["method"] == "sdconet_no_sr" and abs(doc["millions"]["total"] - 49.638) < 0.001
+
+
+def test_train_resume_and_evaluate(demo_data: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    base = ["train", "--config", TINY, "--data", str(demo_data), "--out", str(run), "--set", "train.unfreeze_epoch=0"]
+    res = _run(base + ["--set", "train.epochs=1"], capsys)
+    assert res["epochs_run"] == 1 and Path(res["last_checkpoint"]).is_file()
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and "loss_sr" in log[0]["losses"] and "loss_salience" in log[0]["losses"]
+    assert "detection" in log[0]["val"]
+    run_cfg = json.loads((run / "run_config.json").read_text())
+    assert run_cfg["model"]["num_classes"] == 4 and run_cfg["train"]["epochs"] == 1
+    res = _run(base + ["--set", "train.epochs=2", "--resume"], capsys)
+    assert res["epochs_run"] == 1 and len((run / "train_log.jsonl").read_text().splitlines()) == 2
+
+    out = tmp_path / "results" / "metrics.json"
+    res = _run(["evaluate", "--checkpoint", str(run / "last.pt"), "--data", str(demo_data), "--out", str(out),
+                "--sr", "--seed", "3"], capsys)
+    doc = read_metrics(out)
+    assert (doc["method"], doc["dataset"], doc["degradation"], doc["seed"]) == ("sdconet", "demo", "bicubic_x2", 3)
+    for key in ("AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l", "AR100", "per_class"):
+        assert key in doc["detection"]
+    assert doc["sr"]["psnr"] > 0 and 0 < doc["sr"]["ssim"] <= 1
+    assert doc["efficiency"]["params"] > 0 and doc["extra"]["epoch"] == 1 and doc["extra"]["split"] == "test"
+    assert {"git_sha", "config_hash", "config", "device"} <= set(doc["provenance"])
+    dets = json.loads((out.parent / "detections.json").read_text())
+    assert dets and {"image_id", "category_id", "bbox", "score"} <= set(dets[0])
+    assert res["detection"]["AP"] == doc["detection"]["AP"]
+
+
+def test_offline_lr_dir_with_method(demo_data: Path, tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run_lr"
+    _run(["train", "--config", TINY, "--data", str(demo_data), "--out", str(run), "--method", "sdconet_no_saliency",
+          "--lr-dir", str(demo_data / "bicubic_x2" / "lr"), "--set", "train.epochs=1", "--set", "train.eval_every=0",
+          "--set", "train.routing=none"], capsys)
+    cfg = json.loads((run / "run_config.json").read_text())
+    assert cfg["model"]["lr"]["on_the_fly"] is False and cfg["model"]["use_saliency"] is False
+    assert cfg["method"] == "sdconet_no_saliency" and cfg["train"]["routing"] == "none"
+    log = json.loads((run / "train_log.jsonl").read_text().splitlines()[0])
+    assert "loss_sr" in log["losses"] and "loss_salience" not in log["losses"]
+    out = tmp_path / "m" / "metrics.json"
+    _run(["evaluate", "--checkpoint", str(run / "last.pt"), "--data", str(demo_data), "--out", str(out),
+          "--split", "val", "--sr"], capsys)
+    doc = read_metrics(out)
+    assert doc["method"] == "sdconet_no_saliency" and doc["degradation"] == "bicubic_x2"
+    assert doc["sr"] is not None and doc["extra"]["split"] == "val"
+
+
+def test_usage_errors_name_the_problem(demo_data: Path, tmp_path: Path, capsys) -> None:
+    args = ["train", "--config", TINY, "--data", str(demo_data), "--out", str(tmp_path / "x")]
+    assert main(args + ["--set", "model.swin.bogus=1"]) == 2
+    assert "swin.bogus" in capsys.readouterr().err
+    assert main(args + ["--method", "frcnn_hr"]) == 2
+    assert "frcnn_hr" in capsys.readouterr().err
+    assert main(["train", "--config", TINY, "--data", str(tmp_path), "--out", str(tmp_path / "y")]) == 2
+    assert "partition" in capsys.readouterr().err

@@ -1,0 +1,101 @@
+# Serial baselines: SR model (BasicSR archs, or interpolation) -> detector (ultralytics YOLO, torchvision
+# Faster R-CNN) trained on that pipeline's own upscaled training tiles, scored on the HR grid.
+LEARNED_SR = "edsr|rrdb|swinir"
+
+
+rule train_sr:
+    input:
+        pairs=f"{R}/data/{{dataset}}/{{degradation}}/basicsr",
+    output:
+        done=f"{R}/{{dataset}}/{{degradation}}/sr/{{sr_model,{LEARNED_SR}}}/seed{{seed}}/model/complete.json",
+    params:
+        cfg=config["baselines"]["config"],
+    log:
+        "logs/baselines/{dataset}/{degradation}/sr_{sr_model}/seed{seed}/train.log",
+    benchmark:
+        f"{R}/benchmarks/baselines/{{dataset}}/{{degradation}}/sr_{{sr_model}}/seed{{seed}}/train.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=1440,
+        gpu=1,
+    script:
+        "../scripts/train_sr.py"
+
+
+rule super_resolve:
+    input:
+        lr=f"{R}/data/{{dataset}}/{{degradation}}/lr",
+        tiles=f"{R}/data/{{dataset}}/tiles",
+        model=lambda wc: ([f"{R}/{wc.dataset}/{wc.degradation}/sr/{wc.sr_model}/seed{wc.seed}/model/complete.json"]
+                          if wc.sr_model in LEARNED_SR.split("|") else []),
+    output:
+        directory(f"{R}/{{dataset}}/{{degradation}}/sr/{{sr_model,{LEARNED_SR}|bicubic|nearest}}/seed{{seed}}/images"),
+    params:
+        cfg=config["baselines"]["config"],
+    log:
+        "logs/baselines/{dataset}/{degradation}/sr_{sr_model}/seed{seed}/infer.log",
+    benchmark:
+        f"{R}/benchmarks/baselines/{{dataset}}/{{degradation}}/sr_{{sr_model}}/seed{{seed}}/infer.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=1,
+    script:
+        "../scripts/super_resolve.py"
+
+
+rule train_detector:
+    input:
+        images=image_set,
+        parts=multiext(f"{R}/data/{{dataset}}/partition/", "train.json", "val.json", "test.json"),
+    output:
+        done=f"{R}/{{dataset}}/{{degradation}}/{{method,{SERIAL_RE}}}/seed{{seed}}/train/complete.json",
+    params:
+        cfg=config["baselines"]["config"],
+        detector=lambda wc: EXP.loc[wc.method, "detector"],
+    log:
+        "logs/baselines/{dataset}/{degradation}/{method}/seed{seed}/train.log",
+    benchmark:
+        f"{R}/benchmarks/baselines/{{dataset}}/{{degradation}}/{{method}}/seed{{seed}}/train.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=1440,
+        gpu=1,
+    script:
+        "../scripts/train_detector.py"
+
+
+rule evaluate_detector:
+    input:
+        done=f"{R}/{{dataset}}/{{degradation}}/{{method}}/seed{{seed}}/train/complete.json",
+        images=image_set,
+        parts=multiext(f"{R}/data/{{dataset}}/partition/", "train.json", "val.json", "test.json"),
+    output:
+        metrics=f"{R}/{{dataset}}/{{degradation}}/{{method,{SERIAL_RE}}}/seed{{seed}}/metrics.json",
+        detections=f"{R}/{{dataset}}/{{degradation}}/{{method,{SERIAL_RE}}}/seed{{seed}}/detections.json",
+    params:
+        cfg=config["baselines"]["config"],
+        detector=lambda wc: EXP.loc[wc.method, "detector"],
+        sr=lambda wc: EXP.loc[wc.method, "input"] == "sr",
+    log:
+        "logs/baselines/{dataset}/{degradation}/{method}/seed{seed}/evaluate.log",
+    benchmark:
+        f"{R}/benchmarks/baselines/{{dataset}}/{{degradation}}/{{method}}/seed{{seed}}/evaluate.tsv"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=120,
+        gpu=1,
+    script:
+        "../scripts/evaluate_detector.py"
