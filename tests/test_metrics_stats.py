@@ -117,3 +117,27 @@ def test_write_rejects_incomplete_detection(tmp_path) -> None:
     with pytest.raises(MetricsValidationError, match="AR100"):
         write_metrics(path, method="m", dataset="d", degradation="g", seed=0, detection=det)
     assert not path.exists()
+
+
+def test_add_bootstrap_writes_cis_into_metrics_json(tmp_path):
+    """The pipeline's per-run CI step: extra.bootstrap holds AP / AP_s intervals that contain the point."""
+    import json
+
+    from sdconet.metrics.detection import coco_evaluate
+    from sdconet.metrics.results import add_bootstrap, read_metrics, write_metrics
+
+    images = [{"id": i, "width": 100, "height": 100, "file_name": f"{i}.png"} for i in range(1, 13)]
+    anns, dets = [], []
+    for i in range(1, 13):
+        anns.append({"id": i, "image_id": i, "category_id": 1, "bbox": [10, 10, 20, 20], "area": 400, "iscrowd": 0})
+        shift = 0 if i % 3 else 8  # a third of the images get a poorly localised detection
+        dets.append({"image_id": i, "category_id": 1, "bbox": [10 + shift, 10, 20, 20], "score": 0.9})
+    gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "a"}]}
+    path = tmp_path / "run" / "metrics.json"
+    write_metrics(path, method="m", dataset="d", degradation="x", seed=0, detection=coco_evaluate(gt, dets))
+    (path.parent / "detections.json").write_text(json.dumps(dets))
+    add_bootstrap(path, gt, n_boot=30, seed=0)
+    doc = read_metrics(path)
+    ci = doc["extra"]["bootstrap"]["AP"]
+    assert ci["low"] <= doc["detection"]["AP"] <= ci["high"] and ci["low"] < ci["high"]
+    assert "AP_s" in doc["extra"]["bootstrap"]

@@ -255,3 +255,24 @@ def test_reference_file_validation(tmp_path, repo_root):
     bad.write_text("demo:\n  sdconet: {APs: 1.0}\n")
     with pytest.raises(ReferenceError, match="demo/sdconet"):
         load_reference(bad)
+
+
+def test_significance_table_reads_bootstrap_blocks(tmp_path):
+    from sdconet.metrics.results import write_metrics
+    from sdconet.report.collect import collect_runs
+    from sdconet.report.experiments import load_experiments
+    from sdconet.report.tables import significance_table
+
+    det = {k: 0.5 for k in ("AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l", "AR1", "AR10", "AR100", "AR_s", "AR_m", "AR_l")}
+    det["per_class"] = {"vehicle": 0.5}
+    boot = {"AP": {"point": 0.5, "low": 0.4, "high": 0.6, "n_boot": 20, "n_valid": 20},
+            "AP_s": {"point": 0.3, "low": 0.2, "high": 0.45, "n_boot": 20, "n_valid": 19}}
+    write_metrics(tmp_path / "demo/x2/sdconet/seed0/metrics.json", method="sdconet", dataset="demo",
+                  degradation="x2", seed=0, detection=det, extra={"bootstrap": boot})
+    write_metrics(tmp_path / "demo/x2/frcnn_hr/seed0/metrics.json", method="frcnn_hr", dataset="demo",
+                  degradation="x2", seed=0, detection=det)
+    exps = load_experiments("config/experiments.tsv")
+    table = significance_table(collect_runs(tmp_path), exps, "demo", "x2")
+    assert list(table["Method"]) == ["SDCoNet"]  # the run without a bootstrap block is left out
+    assert table.iloc[0]["AP [95% CI]"] == "50.0 [40.0, 60.0]"
+    assert table.iloc[0]["AP_s n_boot"] == 19

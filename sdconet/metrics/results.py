@@ -106,3 +106,30 @@ def read_metrics(path: str | Path) -> dict[str, Any]:
         raise MetricsValidationError(f"{path}: not valid JSON ({exc})") from exc
     validate_metrics(doc, source=str(path))
     return doc
+
+
+def add_bootstrap(metrics_path: str | Path, gt: Mapping[str, Any] | str | Path, n_boot: int = 200,
+                  metrics: tuple[str, ...] = ("AP", "AP_s"), alpha: float = 0.05, seed: int = 0) -> dict[str, Any]:
+    """Add percentile-bootstrap CIs over test images (``extra.bootstrap``) to an existing ``metrics.json``.
+
+    Reads ``detections.json`` beside ``metrics_path``, resamples the test images of ``gt`` ``n_boot`` times
+    (:func:`sdconet.metrics.stats.bootstrap_ci`), and rewrites the file atomically after re-validating it.
+    ``n_boot <= 0`` leaves the file untouched. Returns the (updated) document.
+    """
+    import json  # noqa: PLC0415
+
+    from sdconet.metrics.stats import bootstrap_ci  # noqa: PLC0415
+
+    path = Path(metrics_path)
+    doc = read_metrics(path)
+    if n_boot <= 0:
+        return doc
+    dets_path = path.parent / "detections.json"
+    if not dets_path.is_file():
+        raise FileNotFoundError(f"{dets_path}: no detections beside {path} to bootstrap")
+    dets = json.loads(dets_path.read_text())
+    boot = {m: bootstrap_ci(gt, dets, metric=m, n_boot=n_boot, alpha=alpha, seed=seed) for m in metrics}
+    doc["extra"] = {**(doc.get("extra") or {}), "bootstrap": boot}
+    validate_metrics(doc, str(path))
+    atomic_write_json(path, doc)
+    return doc

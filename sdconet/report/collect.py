@@ -20,7 +20,7 @@ from sdconet.metrics.results import MetricsValidationError, read_metrics
 KEYS = ["dataset", "degradation", "method", "seed"]
 DETECTION_METRICS = ["AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l", "AR1", "AR10", "AR100", "AR_s", "AR_m", "AR_l"]
 RUN_COLUMNS = [*KEYS, *DETECTION_METRICS, "per_class", "psnr", "ssim", "git_sha", "config_hash", "device",
-               "created_utc", "config", "path", "detections"]
+               "created_utc", "config", "path", "detections", "bootstrap"]
 EFF_COLUMNS = ["method", "input_h", "input_w", "params_total", "params_inference", "params_training_only", "gmac",
                "flops_counter", "latency_ms", "latency_p90_ms", "batch_size", "latency_bsN_ms", "throughput_per_s",
                "peak_mem_mb", "device", "git_sha", "path"]
@@ -79,6 +79,7 @@ def run_row(path: Path, results_dir: Path) -> dict[str, Any]:
         "device": prov.get("device", ""), "created_utc": prov.get("created_utc", ""),
         "config": prov.get("config"), "path": path.relative_to(results_dir).as_posix(),
         "detections": dets.relative_to(results_dir).as_posix() if dets.is_file() else None,
+        "bootstrap": (doc.get("extra") or {}).get("bootstrap"),
     }
 
 
@@ -190,11 +191,13 @@ def _first_file(*candidates: Path) -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
-def qualitative_items(results_dir: str | Path, run: Mapping[str, Any], max_images: int = 3) -> list[dict[str, Any]]:
+def qualitative_items(results_dir: str | Path, run: Mapping[str, Any], max_images: int = 3,
+                      sr_dir: str | Path | None = None) -> list[dict[str, Any]]:
     """Inputs for :func:`~sdconet.report.figures.qualitative_grid` from one run that has ``detections.json``.
 
     Looks for the test ground truth ``data/{dataset}/partition/test.json``, HR tiles under ``data/{dataset}/tiles``,
-    LR copies under ``data/{dataset}/{degradation}/lr`` and SR outputs (optional) under ``<run dir>/sr``, all by
+    LR copies under ``data/{dataset}/{degradation}/lr`` and SR outputs (optional) under ``sr_dir`` (default
+    ``<run dir>/sr``; a serial pipeline's SR tiles live in ``{dataset}/{degradation}/sr/{model}/seed{s}/images``), all by
     the tile's ``file_name`` or its basename. Picks the ``max_images`` test tiles with the most objects whose HR
     and LR files exist. Returns ``[]`` when any of these is absent.
     """
@@ -221,7 +224,8 @@ def qualitative_items(results_dir: str | Path, run: Mapping[str, Any], max_image
             continue
         pred = [[*d["bbox"], names.get(d["category_id"], d["category_id"]), d["score"]]
                 for d in dets if d.get("image_id") == im["id"]]
-        items.append({"lr": lr, "sr": _first_file(run_dir / "sr" / rel.name), "hr": hr,
+        sr_root = Path(sr_dir) if sr_dir is not None else run_dir / "sr"
+        items.append({"lr": lr, "sr": _first_file(sr_root / rel.name), "hr": hr,
                       "gt": by_img.get(im["id"], []), "pred": pred, "title": rel.name})
         if len(items) >= max_images:
             break

@@ -76,6 +76,11 @@ def _tables(runs: pd.DataFrame, eff: pd.DataFrame, exps: pd.DataFrame, datasets:
             if len(sr):
                 out.append((f"sr_{ds}_{deg}", Section(f"SR quality: {t}", f"SR quality on {ds}, {deg}: PSNR (dB) "
                             "and SSIM, mean ± sample std over seeds.", sr, {"PSNR (dB)": "max", "SSIM": "max"})))
+            sig = T.significance_table(runs, exps, ds, deg)
+            if len(sig):
+                out.append((f"significance_{ds}_{deg}", Section(f"Bootstrap CIs: {t}", f"AP and AP_s (percent) "
+                            f"on {ds}, {deg} with 95 % percentile-bootstrap intervals over test images (per run).",
+                            sig, None)))
             pc = T.per_class_table(runs, exps, ds, deg)
             if len(pc):
                 cls = {c: "max" for c in pc.columns if c not in ("Method", "n", "source")}
@@ -115,8 +120,19 @@ def _figures(results_dir: Path, runs: pd.DataFrame, eff: pd.DataFrame, exps: pd.
             add(f"Per-class AP: {t}", "Per-class AP (percent, seed mean).",
                 F.per_class_bars(runs, fig_dir / f"per_class_{stem}.png", **kw))
             sel = runs[(runs["dataset"] == ds) & (runs["degradation"] == deg) & runs["detections"].notna()]
-            sel = sel.assign(_p=(sel["method"] != "sdconet")).sort_values(["_p", "seed"])
-            items = qualitative_items(results_dir, sel.iloc[0].to_dict()) if len(sel) else []
+            # The best-scoring run (SDCoNet wins ties), so the grid shows predictions, not an untrained model.
+            sel = sel.assign(_p=(sel["method"] != "sdconet"), _ap=-sel["AP"].fillna(-1.0))
+            sel = sel.sort_values(["_ap", "_p", "seed"])
+            items = []
+            if len(sel):
+                best = sel.iloc[0].to_dict()
+                sr_dir = None
+                if exps is not None and best["method"] in set(exps["id"]):
+                    row = exps.set_index("id").loc[best["method"]]
+                    if row["input"] == "sr":
+                        sr_dir = (Path(results_dir) / ds / deg / "sr" / row["sr_model"]
+                                  / f"seed{int(best['seed'])}" / "images")
+                items = qualitative_items(results_dir, best, sr_dir=sr_dir)
             add(f"Qualitative: {t}", f"{sel.iloc[0]['method']} seed {sel.iloc[0]['seed']}" if items else "",
                 F.qualitative_grid(items, fig_dir / f"qualitative_{stem}.png"),
                 "no detections.json with matching test tiles under data/")

@@ -219,6 +219,32 @@ def per_class_table(runs: pd.DataFrame, experiments: pd.DataFrame, dataset: str,
     return pd.DataFrame(rows, columns=["Method", *classes, "n", "source"])
 
 
+def significance_table(runs: pd.DataFrame, experiments: pd.DataFrame, dataset: str, degradation: str) -> pd.DataFrame:
+    """Bootstrap 95 % CIs over test images (``extra.bootstrap`` of each run) for AP and AP_s, per method and seed.
+
+    One row per run that has a bootstrap block (percent, point [low, high], replicates used); runs without one
+    are left out (the evaluation was configured with ``report.bootstrap: 0``).
+    """
+    sel = _runs_of(runs, dataset, degradation)
+    rows = []
+    for _, exp in experiments.iterrows():
+        for _, r in sel[sel["method"] == exp["id"]].iterrows():
+            boot = r.get("bootstrap")
+            if not isinstance(boot, Mapping):
+                continue
+            row: dict = {"Method": exp["display"], "seed": int(r["seed"])}
+            for m in ("AP", "AP_s"):
+                b = boot.get(m) or {}
+                ok = all(isinstance(b.get(k), (int, float)) for k in ("point", "low", "high"))
+                row[f"{m} [95% CI]"] = (f"{100 * b['point']:.1f} [{100 * b['low']:.1f}, {100 * b['high']:.1f}]"
+                                        if ok else NA)
+                row[f"{m} n_boot"] = b.get("n_valid", b.get("n_boot", NA))
+            row["source"] = r["path"]
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["Method", "seed", "AP [95% CI]", "AP n_boot", "AP_s [95% CI]",
+                                       "AP_s n_boot", "source"])
+
+
 def write_table(df: pd.DataFrame, out_stem: str | Path, caption: str, label: str,
                 bold_best: Mapping[str, str] | None = None, note: str | None = None) -> dict[str, Path]:
     """Write ``{out_stem}.csv`` (every column), ``.md`` and ``.tex`` (without ``source``), each atomically.

@@ -16,7 +16,7 @@ rule train_sr:
         f"{R}/benchmarks/baselines/{{dataset}}/{{degradation}}/sr_{{sr_model}}/seed{{seed}}/train.tsv"
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=1440,
@@ -41,7 +41,7 @@ rule super_resolve:
         f"{R}/benchmarks/baselines/{{dataset}}/{{degradation}}/sr_{{sr_model}}/seed{{seed}}/infer.tsv"
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=240,
@@ -65,7 +65,7 @@ rule train_detector:
         f"{R}/benchmarks/baselines/{{dataset}}/{{degradation}}/{{method}}/seed{{seed}}/train.tsv"
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=1440,
@@ -86,13 +86,14 @@ rule evaluate_detector:
         cfg=config["baselines"]["config"],
         detector=lambda wc: EXP.loc[wc.method, "detector"],
         sr=lambda wc: EXP.loc[wc.method, "input"] == "sr",
+        n_boot=config["report"]["bootstrap"],
     log:
         "logs/baselines/{dataset}/{degradation}/{method}/seed{seed}/evaluate.log",
     benchmark:
         f"{R}/benchmarks/baselines/{{dataset}}/{{degradation}}/{{method}}/seed{{seed}}/evaluate.tsv"
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=120,

@@ -19,7 +19,7 @@ rule train_sdconet:
         f"{R}/benchmarks/sdconet/{{dataset}}/{{degradation}}/{{method}}/seed{{seed}}/train.tsv"
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=1440,
@@ -37,13 +37,14 @@ rule evaluate_sdconet:
     params:
         data=lambda wc: f"{R}/data/{wc.dataset}",
         sr=lambda wc: EXP.loc[wc.method, "sr_branch"] == "yes",
+        n_boot=config["report"]["bootstrap"],
     log:
         "logs/sdconet/{dataset}/{degradation}/{method}/seed{seed}/evaluate.log",
     benchmark:
         f"{R}/benchmarks/sdconet/{{dataset}}/{{degradation}}/{{method}}/seed{{seed}}/evaluate.tsv"
     conda:
         ENV
-    threads: 2
+    threads: 1
     resources:
         mem_mb=8000,
         runtime=120,

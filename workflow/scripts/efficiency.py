@@ -10,9 +10,12 @@ setup_job(snakemake)  # noqa: F821
 from sdconet.efficiency_runner import measure_method, write_efficiency  # noqa: E402
 
 e = snakemake.params.eff  # noqa: F821
-result = measure_method(snakemake.wildcards.method, snakemake.params.experiments,  # noqa: F821
-                        num_classes=snakemake.params.num_classes, hr_size=e.get("hr_size", 512),  # noqa: F821
-                        scale=e.get("scale", 2), preset=e.get("preset", "paper"), device=e.get("device", "cpu"),
-                        warmup=e.get("warmup", 2), runs=e.get("runs", 10),
-                        batch_sizes=(1, e.get("batch_size", 4)), counter=e.get("counter", "fvcore"))
-write_efficiency(snakemake.output[0], result)  # noqa: F821
+for out in snakemake.output:  # noqa: F821
+    method = Path(out).stem
+    result = measure_method(method, snakemake.params.experiments,  # noqa: F821
+                            num_classes=snakemake.params.num_classes, hr_size=e.get("hr_size", 512),  # noqa: F821
+                            scale=e.get("scale", 2), preset=e.get("preset", "paper"),
+                            device=e.get("device", "cpu"), warmup=e.get("warmup", 2), runs=e.get("runs", 10),
+                            batch_sizes=(1, e.get("batch_size", 4)), counter=e.get("counter", "fvcore"))
+    write_efficiency(out, result)
+    print(f"{method}: {result['params']} {result['flops']}", flush=True)

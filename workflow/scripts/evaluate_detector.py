@@ -18,3 +18,8 @@ sr_metrics = Path(inp.images) / "sr_metrics.json" if p.sr else None
 det_eval_step(p.detector, weights, inp.images, Path(inp.parts[0]).parent, snakemake.output.metrics,  # noqa: F821
               method=wc.method, dataset=wc.dataset, degradation=wc.degradation, seed=int(wc.seed),
               sr_metrics=sr_metrics, cfg=section(read_config(p.cfg), sec))
+
+from sdconet.metrics.results import add_bootstrap  # noqa: E402
+
+# 95 % CIs of AP / AP_s over test images (report: bootstrap replicates; 0 = off).
+add_bootstrap(snakemake.output.metrics, Path(inp.parts[0]).parent / "test.json", n_boot=p.n_boot)  # noqa: F821

@@ -19,3 +19,8 @@ if p.sr:
 rc = main(argv)
 if rc:
     raise SystemExit(f"sdconet evaluate failed with exit code {rc} (see the log above)")
+
+from sdconet.metrics.results import add_bootstrap  # noqa: E402
+
+# 95 % CIs of AP / AP_s over test images (report: bootstrap replicates; 0 = off).
+add_bootstrap(snakemake.output.metrics, Path(p.data) / "partition" / "test.json", n_boot=p.n_boot)  # noqa: F821
