@@ -43,12 +43,24 @@ def data_targets():
 
 
 # ---- methods (experiments sheet) -------------------------------------------------------------
+import os
 import sys
 
 sys.path.insert(0, workflow.basedir)  # the in-repo packages, also when rules run under --use-conda
 from sdconet.report.experiments import load_experiments  # noqa: E402
 from data_prep.classes import CLASSES  # noqa: E402
 
+def repo_path(path):
+    """A config file path: as given when it exists (relative to the working directory), else in the repo."""
+    if path is None or os.path.isabs(path) or os.path.exists(path):
+        return path
+    return os.path.join(workflow.basedir, path)
+
+
+config["experiments"] = repo_path(config["experiments"])
+config["sdconet"]["config"] = repo_path(config["sdconet"]["config"])
+config["baselines"]["config"] = repo_path(config["baselines"]["config"])
+config["report"]["reference"] = repo_path(config["report"]["reference"])
 EXP = load_experiments(config["experiments"]).set_index("id", drop=False)
 METHODS = config["methods"] or list(EXP.index)
 _unknown = sorted(set(METHODS) - set(EXP.index))
