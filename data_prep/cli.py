@@ -53,7 +53,7 @@ def _cmd_split(a: argparse.Namespace) -> dict:
 
     return split_dataset(a.coco, a.image_root, a.out, tile=a.tile, gap=a.gap, keep_ratio=a.keep_ratio,
                          pad=not a.no_pad, workers=a.workers, strict=a.strict,
-                         include_negative=a.include_negative)
+                         include_negative=a.include_negative, max_source_images=a.max_source_images)
 
 
 def _cmd_partition(a: argparse.Namespace) -> dict:
@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--include-negative", action="store_true", help="also tile images flagged negative")
     s.add_argument("--workers", type=int, default=2)
     s.add_argument("--strict", action="store_true")
+    s.add_argument("--max-source-images", type=int, default=None, help="tile a seeded subset (small-budget runs)")
     s.set_defaults(func=_cmd_split)
 
     t = sub.add_parser("partition", help="train/val/test by source image")

@@ -170,8 +170,11 @@ def _run_jobs(jobs: list[dict[str, Any]], workers: int, progress: bool) -> Itera
 def split_dataset(coco_json: str | Path, image_root: str | Path, out_dir: str | Path, tile: int = 512,
                   gap: int = 200, keep_ratio: float = 0.7, pad: bool = True, workers: int = 2,
                   strict: bool = False, progress: bool = True, include_negative: bool = False,
-                  writer: str = "cv2") -> dict[str, Any]:
+                  writer: str = "cv2", max_source_images: int | None = None, subset_seed: int = 0) -> dict[str, Any]:
     """Tile every (positive) image of ``coco_json`` into ``out_dir``; return the summary dict.
+
+    ``max_source_images``: tile only a seeded random subset of that many source images (a small-budget
+    run on real data; the summary records it). None tiles them all.
 
     Counts: ``objects_in`` source objects on tiled images; ``objects_kept`` tile annotations written
     (an object in an overlap is counted once per tile); ``objects_dropped`` (object, tile) pairs that
@@ -193,9 +196,17 @@ def split_dataset(coco_json: str | Path, image_root: str | Path, out_dir: str | 
         by_image.setdefault(ann["image_id"], []).append(ann)
     images = sorted(images, key=lambda im: im["id"])
     selected = [im for im in images if include_negative or not im.get("negative", False)]
+    n_eligible = len(selected)
+    if max_source_images is not None and max_source_images < len(selected):
+        if max_source_images < 1:
+            raise ValueError(f"max_source_images must be >= 1, got {max_source_images}")
+        pick = np.random.default_rng(subset_seed).choice(len(selected), size=max_source_images, replace=False)
+        selected = [selected[i] for i in sorted(pick)]
     params = {"tile": tile, "gap": gap, "keep_ratio": keep_ratio, "pad": pad, "include_negative": include_negative,
+              "max_source_images": max_source_images, "subset_seed": subset_seed,
               "strict": strict, "writer": writer, "source_json": str(coco_json), "image_root": str(image_root)}
-    summary: dict[str, Any] = {"images_in": len(selected), "excluded_negative": len(images) - len(selected),
+    summary: dict[str, Any] = {"images_in": len(selected), "excluded_negative": len(images) - n_eligible,
+                               "excluded_by_subset": n_eligible - len(selected),
                                "images_tiled": 0, "tiles": 0, "objects_in": 0, "objects_kept": 0,
                                "objects_dropped": 0, "objects_lost": 0, "skipped_images": []}
     out_images, out_anns = [], []

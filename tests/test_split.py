@@ -284,3 +284,29 @@ def test_nwpu_real_tiling_of_five_images(nwpu_root: Path, tmp_path: Path) -> Non
         vw, vh = coco["images"][a["image_id"] - 1]["valid_size"]
         x, y, w, h = a["bbox"]
         assert 0 <= x < x + w <= vw and 0 <= y < y + h <= vh
+
+
+def test_max_source_images_tiles_a_seeded_subset(tmp_path):
+    """Small-budget runs: only N source images are tiled, the same N for the same seed, and it is recorded."""
+    import json
+
+    from PIL import Image
+
+    from data_prep.split import split_dataset
+
+    root = tmp_path / "raw"
+    root.mkdir()
+    images = []
+    for i in range(1, 7):
+        Image.new("RGB", (64, 64), (i * 30, 10, 10)).save(root / f"im{i}.png")
+        images.append({"id": i, "file_name": f"im{i}.png", "width": 64, "height": 64})
+    coco = tmp_path / "coco.json"
+    coco.write_text(json.dumps({"images": images, "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    runs = []
+    for k in range(2):
+        summary = split_dataset(coco, root, tmp_path / f"t{k}", tile=64, gap=0, workers=1, progress=False,
+                                max_source_images=3, subset_seed=5)
+        tiles = json.loads((tmp_path / f"t{k}" / "annotations.json").read_text())
+        runs.append(sorted(im["source_image_id"] for im in tiles["images"]))
+        assert summary["images_in"] == 3 and summary["excluded_by_subset"] == 3
+    assert len(runs[0]) == 3 and runs[0] == runs[1]
