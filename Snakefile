@@ -19,6 +19,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/degrade.smk"
 include: "workflow/rules/sdconet.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/efficiency.smk"

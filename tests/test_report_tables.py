@@ -276,3 +276,27 @@ def test_significance_table_reads_bootstrap_blocks(tmp_path):
     assert list(table["Method"]) == ["SDCoNet"]  # the run without a bootstrap block is left out
     assert table.iloc[0]["AP [95% CI]"] == "50.0 [40.0, 60.0]"
     assert table.iloc[0]["AP_s n_boot"] == 19
+
+
+def test_job_cost_table_from_snakemake_benchmark_files(tmp_path):
+    import pytest
+
+    from sdconet.report.collect import ResultsError, collect_job_costs
+    from sdconet.report.tables import job_cost_table
+
+    head = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for rel, wall, rss in [("sdconet/demo/x2/sdconet/seed0/train.tsv", 12.5, 900.0),
+                           ("sdconet/demo/x2/sdconet/seed0/evaluate.tsv", 2.5, 700.0),
+                           ("data/demo/convert.tsv", 1.0, 50.0)]:
+        f = tmp_path / "benchmarks" / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(head + f"{wall}\t0:00:{int(wall):02d}\t{rss}\t1\t1\t1\t0\t0\t50\t{wall / 2}\n")
+    costs = collect_job_costs(tmp_path)
+    assert len(costs) == 3
+    table = job_cost_table(costs).set_index("Stage")
+    assert table.loc["sdconet", "Jobs"] == 2 and table.loc["sdconet", "Wall total (s)"] == "15.0"
+    assert table.loc["sdconet", "Slowest job"].startswith("demo/x2/sdconet/seed0/train")
+    assert table.loc["sdconet", "Peak RSS (MB)"] == "900"
+    (tmp_path / "benchmarks" / "bad.tsv").write_text("nonsense\n")
+    with pytest.raises(ResultsError, match="bad.tsv"):
+        collect_job_costs(tmp_path)

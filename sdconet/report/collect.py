@@ -230,3 +230,27 @@ def qualitative_items(results_dir: str | Path, run: Mapping[str, Any], max_image
         if len(items) >= max_images:
             break
     return items
+
+
+def collect_job_costs(results_dir: str | Path) -> pd.DataFrame:
+    """Snakemake's per-job cost (the ``benchmark:`` TSVs under ``results_dir/benchmarks``), one row per job.
+
+    This is what each *job* cost on the machine that ran it (wall time, peak RSS, CPU time), not a property of
+    a method; the efficiency files hold the method measurements. Columns: stage, job, wall_s, max_rss_mb,
+    cpu_time_s, path. Empty when there are no benchmark files.
+    """
+    root = Path(results_dir) / "benchmarks"
+    rows = []
+    for tsv in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
+        try:
+            df = pd.read_csv(tsv, sep="\t")
+        except (OSError, ValueError, pd.errors.EmptyDataError) as exc:
+            raise ResultsError(f"{tsv}: not a Snakemake benchmark file ({exc})") from exc
+        if not len(df) or "s" not in df.columns:
+            raise ResultsError(f"{tsv}: no 's' (wall seconds) column")
+        last = df.iloc[-1]
+        rel = tsv.relative_to(root)
+        rows.append({"stage": rel.parts[0], "job": "/".join(rel.with_suffix("").parts[1:]),
+                     "wall_s": float(last["s"]), "max_rss_mb": _float(last.get("max_rss")),
+                     "cpu_time_s": _float(last.get("cpu_time")), "path": (Path("benchmarks") / rel).as_posix()})
+    return pd.DataFrame(rows, columns=["stage", "job", "wall_s", "max_rss_mb", "cpu_time_s", "path"])

@@ -17,7 +17,8 @@ import yaml
 
 from sdconet.report import figures as F
 from sdconet.report import tables as T
-from sdconet.report.collect import collect_efficiency, collect_runs, expected_runs, missing_runs, qualitative_items
+from sdconet.report.collect import (collect_efficiency, collect_job_costs, collect_runs, expected_runs,
+                                    missing_runs, qualitative_items)
 from sdconet.report.experiments import load_experiments, select
 from sdconet.report.latex import best_cells
 from sdconet.report.reference import load_reference, reference_table
@@ -215,6 +216,11 @@ def build_report(results_dir: str | Path, config: Mapping[str, Any] | str | Path
     degs = _ordered(F.severity_order(cfg.get("degradations", {})), runs["degradation"].unique())
     with atomic_dir(out_dir) as tmp:
         tables = _tables(runs, eff, exps, datasets, degs, reference)
+        costs = collect_job_costs(results_dir)
+        if len(costs):
+            tables.append(("job_cost", Section("Job cost (Snakemake benchmark files)", "What each stage's jobs cost "
+                           "on the machine that ran them (Snakemake benchmark: files), reported separately from "
+                           "the efficiency measurement of the methods.", T.job_cost_table(costs), None)))
         for stem, s in tables:
             s.files = T.write_table(s.df, tmp / "tables" / stem, s.caption, f"tab:{stem}", s.bold)
         flat = runs.drop(columns=["config"]).assign(per_class=runs["per_class"].map(json.dumps))

@@ -245,6 +245,18 @@ def significance_table(runs: pd.DataFrame, experiments: pd.DataFrame, dataset: s
                                        "AP_s n_boot", "source"])
 
 
+def job_cost_table(costs: pd.DataFrame) -> pd.DataFrame:
+    """Per-stage totals of Snakemake's job cost (jobs, total and slowest wall time, peak RSS)."""
+    rows = []
+    for stage, g in costs.groupby("stage", sort=True):
+        slow = g.loc[g["wall_s"].idxmax()]
+        rows.append({"Stage": stage, "Jobs": len(g), "Wall total (s)": f"{g['wall_s'].sum():.1f}",
+                     "Slowest job": f"{slow['job']} ({slow['wall_s']:.1f} s)",
+                     "Peak RSS (MB)": f"{g['max_rss_mb'].max():.0f}" if g["max_rss_mb"].notna().any() else NA,
+                     "source": ";".join(g["path"])})
+    return pd.DataFrame(rows, columns=["Stage", "Jobs", "Wall total (s)", "Slowest job", "Peak RSS (MB)", "source"])
+
+
 def write_table(df: pd.DataFrame, out_stem: str | Path, caption: str, label: str,
                 bold_best: Mapping[str, str] | None = None, note: str | None = None) -> dict[str, Path]:
     """Write ``{out_stem}.csv`` (every column), ``.md`` and ``.tex`` (without ``source``), each atomically.

@@ -1,4 +1,4 @@
-# Data stage: raw -> COCO -> tiles -> partition -> exports (HR).
+# Data stage: raw -> COCO -> tiles -> partition -> HR export. Degraded copies: degrade.smk.
 
 
 rule fetch_raw:
@@ -107,67 +107,3 @@ rule export_yolo_hr:
         runtime=30,
     script:
         "../scripts/export_yolo.py"
-
-
-rule degrade:
-    input:
-        tiles=f"{R}/data/{{dataset}}/tiles",
-    output:
-        directory(f"{R}/data/{{dataset}}/{{degradation}}/lr"),
-    params:
-        deg=lambda wc: config["degradations"][wc.degradation],
-    log:
-        "logs/data/{dataset}/{degradation}/degrade.log",
-    benchmark:
-        f"{R}/benchmarks/data/{{dataset}}/{{degradation}}/degrade.tsv"
-    conda:
-        ENV
-    threads: 2
-    resources:
-        mem_mb=4000,
-        runtime=120,
-    script:
-        "../scripts/degrade.py"
-
-
-rule export_yolo_lr:
-    input:
-        lr=f"{R}/data/{{dataset}}/{{degradation}}/lr",
-        parts=multiext(f"{R}/data/{{dataset}}/partition/", "train.json", "val.json", "test.json"),
-    output:
-        directory(f"{R}/data/{{dataset}}/{{degradation}}/yolo_lr"),
-    params:
-        images=lambda wc, input: input.lr,
-    log:
-        "logs/data/{dataset}/{degradation}/export_yolo_lr.log",
-    benchmark:
-        f"{R}/benchmarks/data/{{dataset}}/{{degradation}}/export_yolo_lr.tsv"
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=30,
-    script:
-        "../scripts/export_yolo.py"
-
-
-rule export_basicsr:
-    input:
-        tiles=f"{R}/data/{{dataset}}/tiles",
-        lr=f"{R}/data/{{dataset}}/{{degradation}}/lr",
-        parts=multiext(f"{R}/data/{{dataset}}/partition/", "train.json", "val.json", "test.json"),
-    output:
-        directory(f"{R}/data/{{dataset}}/{{degradation}}/basicsr"),
-    log:
-        "logs/data/{dataset}/{degradation}/export_basicsr.log",
-    benchmark:
-        f"{R}/benchmarks/data/{{dataset}}/{{degradation}}/export_basicsr.tsv"
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=30,
-    script:
-        "../scripts/export_basicsr.py"
