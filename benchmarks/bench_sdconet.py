@@ -79,6 +79,9 @@ def _timed(fn: Callable[[], None], device: str, warmup: int, runs: int) -> list[
     return times
 
 
+UNFUSED = False  # set by --unfused
+
+
 def train_speed(model: nn.Module, images: torch.Tensor, targets: list[dict], sr_on: bool, device: str,
                 warmup: int, runs: int) -> float:
     """Median seconds of one training step (forward, backward, optimizer step) in the given routing phase."""
@@ -86,7 +89,11 @@ def train_speed(model: nn.Module, images: torch.Tensor, targets: list[dict], sr_
 
     model.train()
     model.set_sr_trainable(sr_on)
-    optim = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, weight_decay=1e-4)
+    from sdconet.train_config import TrainConfig, build_optimizer  # noqa: PLC0415
+
+    # The engine's optimizer (param groups, fused AdamW unless --unfused), so the figure is what training runs.
+    optim = build_optimizer(model, TrainConfig(epochs=1, batch_size=images.shape[0], lr=1e-5,
+                                               fused_adamw=not UNFUSED))
 
     def step() -> None:
         losses = model(images, targets)
@@ -173,9 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--counter", choices=["fvcore", "torch"], default="fvcore")
     p.add_argument("--no-flops", dest="flops", action="store_false", help="skip the GMAC count")
     p.add_argument("--no-train", dest="train", action="store_false", help="skip the training-step timings")
+    p.add_argument("--unfused", action="store_true", help="torch's default AdamW loop (the official code's)")
     p.add_argument("--only", choices=list(VARIANTS), nargs="+", default=list(VARIANTS))
     p.add_argument("--json", type=Path)
     a = p.parse_args(argv)
+    global UNFUSED
+    UNFUSED = a.unfused
     if a.threads:
         torch.set_num_threads(a.threads)
     devices = a.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])

@@ -68,6 +68,7 @@ class TrainConfig:
     warmup_iters: int = 0
     accumulate: int = 1
     amp: bool = True
+    fused_adamw: bool = True
     routing: str = "schedule"
     unfreeze_epoch: int = 16
     seed: int = 0
@@ -164,7 +165,13 @@ def build_optimizer(model: "torch.nn.Module", cfg: TrainConfig) -> "torch.optim.
     orphans = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
     if orphans:
         raise ValueError(f"{len(orphans)} trainable parameter(s) in no optimiser group, e.g. {orphans[:5]}")
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay)
+    # fused=True runs AdamW as one kernel per step instead of a Python loop over ~700 tensors: at the paper
+    # preset on 2 CPU threads 77 ms instead of 262 ms per step (benchmarks/README). Numerically it is the
+    # same algorithm; `train.fused_adamw: false` restores torch's default loop (the official code's).
+    fused = bool(cfg.fused_adamw) and all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda")
+                                          for g in groups for p in g["params"])
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.weight_decay,
+                             fused=fused or None)
 
 
 def build_scheduler(optimizer: "torch.optim.Optimizer", cfg: TrainConfig,

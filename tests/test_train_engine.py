@@ -302,3 +302,11 @@ def test_offline_lr_training_and_sr_evaluation(tmp_path: Path) -> None:
     res = evaluate(model, val, val.coco, "cpu", sr=True, crop_border=0, test_y_channel=False)
     assert res["sr"]["n"] == 4 and 0 < res["sr"]["psnr"] < 60 and not res["sr"]["test_y_channel"]
     assert res["detection"]["num_images"] == 4 and len(res["detections"]) == 4
+
+
+def test_adamw_is_fused_by_default_and_can_be_turned_off():
+    from sdconet.train_config import TrainConfig, build_optimizer
+
+    model = ToyModel()
+    assert build_optimizer(model, TrainConfig(epochs=1, batch_size=1)).defaults["fused"] is True
+    assert not build_optimizer(model, TrainConfig(epochs=1, batch_size=1, fused_adamw=False)).defaults["fused"]
