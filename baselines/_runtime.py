@@ -77,6 +77,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def load_resume_checkpoint(path: str | os.PathLike, config: Mapping[str, Any],
+                           keys: tuple[str, ...]) -> dict[str, Any]:
+    """Load ``path`` for a resume, refusing it when any of ``keys`` differs between its config and ``config``."""
+    ckpt = load_checkpoint(path)
+    bad = {k: (ckpt["config"].get(k), config[k]) for k in keys if ckpt["config"].get(k) != config[k]}
+    if bad:
+        raise ValueError(f"cannot resume from {path}: config differs (checkpoint, now): {bad}")
+    return ckpt
+
+
 class JsonlLog:
     """Append-only ``log.jsonl``; on resume, lines past the resumed step are dropped first.
 

@@ -33,8 +33,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from baselines._runtime import (JsonlLog, check_finite, load_checkpoint, resolve_device, rng_state,
-                                sample_rng, save_checkpoint, seed_everything, set_rng_state)
+from baselines._runtime import (JsonlLog, check_finite, load_checkpoint, load_resume_checkpoint, resolve_device,
+                                rng_state, sample_rng, save_checkpoint, seed_everything, set_rng_state)
 from baselines.mapping import TileIndex, boxes_to_coco, label_maps, scale_factors
 from baselines.sr_train import read_rgb, to_tensor
 from sdconet.utils.atomic import atomic_file
@@ -165,10 +165,7 @@ def train_frcnn(coco_json: str | os.PathLike, image_dir: str | os.PathLike, out_
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     ckpt_path, start_epoch, step = out / "checkpoints" / "last.pt", 0, 0
     if resume and ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path)
-        bad = {k: (ckpt["config"].get(k), config[k]) for k in _RESUME_KEYS if ckpt["config"].get(k) != config[k]}
-        if bad:
-            raise ValueError(f"cannot resume from {ckpt_path}: config differs (checkpoint, now): {bad}")
+        ckpt = load_resume_checkpoint(ckpt_path, config, _RESUME_KEYS)
         model.load_state_dict(ckpt["model"])
         optim.load_state_dict(ckpt["optimizer"])
         scaler.load_state_dict(ckpt["scaler"])

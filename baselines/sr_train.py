@@ -32,7 +32,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from baselines._runtime import (JsonlLog, NonFiniteLossError, check_finite, load_checkpoint, resolve_device,
+from baselines._runtime import (JsonlLog, NonFiniteLossError, check_finite, load_resume_checkpoint, resolve_device,
                                 rng_state, sample_rng, save_checkpoint, seed_everything, set_rng_state)
 from baselines.sr_models import build_sr_model, sr_model_spec
 from data_prep.errors import DataError
@@ -168,10 +168,7 @@ def train_sr(model_name: str, scale: int, pairs_dir: str | os.PathLike, out_dir:
     optim = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
     start = 0
     if resume and ckpt_path.is_file():
-        ckpt = load_checkpoint(ckpt_path)
-        bad = {k: (ckpt["config"].get(k), config[k]) for k in _RESUME_KEYS if ckpt["config"].get(k) != config[k]}
-        if bad:
-            raise ValueError(f"cannot resume from {ckpt_path}: config differs (checkpoint, now): {bad}")
+        ckpt = load_resume_checkpoint(ckpt_path, config, _RESUME_KEYS)
         model.load_state_dict(ckpt["model"])
         optim.load_state_dict(ckpt["optimizer"])
         start = int(ckpt["iteration"])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from data_prep.errors import IMAGE_DECODE_ERRORS, CorruptImageError, DataError
+from data_prep.errors import IMAGE_DECODE_ERRORS, AnnotationError, CorruptImageError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -122,3 +122,16 @@ def require_dir(path: Path, what: str) -> Path:
 
 __all__ = ["IMAGE_EXTS", "RawImage", "RawObject", "check_pairs", "list_files", "list_images",
            "read_image_size", "rel_posix", "require_dir"]
+
+
+def read_annotation_lines(path: Path) -> list[tuple[int, str]]:
+    """``(1-based line number, line)`` of a UTF-8 (BOM allowed) annotation text file.
+
+    Splits on ``"\n"`` only (not ``str.splitlines``) so line numbers match what editors show; a file that is
+    not UTF-8 is an :class:`AnnotationError` naming it.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(path, None, f"not UTF-8 text ({exc})") from None
+    return list(enumerate(text.split("\n"), start=1))

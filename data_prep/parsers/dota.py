@@ -23,7 +23,7 @@ from pathlib import Path
 from data_prep.classes import DOTA15_CLASSES
 from data_prep.errors import AnnotationError, DataError, UnknownClassError
 from data_prep.parsers import (RawImage, RawObject, check_pairs, list_files, list_images,
-                               read_image_size, rel_posix, require_dir)
+                               read_annotation_lines, read_image_size, rel_posix, require_dir)
 
 LABELLED_SPLITS = ("train", "val")
 UNLABELLED_SPLIT = "test"
@@ -66,12 +66,8 @@ def parse_dota_line(line: str, path: object, lineno: int) -> RawObject | None:
 
 def parse_dota_file(path: Path) -> list[RawObject]:
     """All objects of one labelTxt file."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise AnnotationError(path, None, f"not UTF-8 text ({exc})") from None
     objects = []
-    for lineno, line in enumerate(text.split("\n"), start=1):
+    for lineno, line in read_annotation_lines(path):
         obj = parse_dota_line(line, path, lineno)
         if obj is not None:
             objects.append(obj)

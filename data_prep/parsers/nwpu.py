@@ -20,7 +20,7 @@ from pathlib import Path
 from data_prep.classes import NWPU_CLASSES
 from data_prep.errors import AnnotationError, DataError, UnknownClassError
 from data_prep.parsers import (RawImage, RawObject, check_pairs, list_files, list_images,
-                               read_image_size, rel_posix, require_dir)
+                               read_annotation_lines, read_image_size, rel_posix, require_dir)
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +54,8 @@ def parse_nwpu_line(line: str, path: object, lineno: int) -> tuple[float, float,
 
 def parse_nwpu_file(path: Path) -> list[RawObject]:
     """All objects of one ground-truth file (blank lines skipped)."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise AnnotationError(path, None, f"not UTF-8 text ({exc})") from None
     objects = []
-    # split on "\n" only (not str.splitlines) so line numbers match what editors show
-    for lineno, line in enumerate(text.split("\n"), start=1):
+    for lineno, line in read_annotation_lines(path):
         parsed = parse_nwpu_line(line, path, lineno)
         if parsed is not None:
             x1, y1, x2, y2, cls = parsed

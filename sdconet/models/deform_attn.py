@@ -125,3 +125,15 @@ class MSDeformAttn(_UltralyticsMSDeformAttn):
             raise ValueError(f"reference_points must end in 2 or 4, got {reference_points.shape[-1]}")
         out = multi_scale_deformable_attn(v, shapes, loc, weights)
         return self.output_proj(out)
+
+
+def init_deformable_stack(root: torch.nn.Module, xavier_from: Sequence[torch.nn.Module] | None = None) -> None:
+    """mmdet's init for deformable transformers: Xavier-uniform on every >1-D parameter of ``xavier_from``
+    (default: ``root`` itself), then the deformable-attention init of every :class:`MSDeformAttn` in ``root``."""
+    for module in (xavier_from if xavier_from is not None else [root]):
+        for p in module.parameters():
+            if p.dim() > 1:
+                torch.nn.init.xavier_uniform_(p)
+    for m in root.modules():
+        if isinstance(m, MSDeformAttn):
+            m.reset_parameters()

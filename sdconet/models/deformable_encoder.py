@@ -12,7 +12,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from sdconet.models.config import SDCoNetConfig
-from sdconet.models.deform_attn import MSDeformAttn
+from sdconet.models.deform_attn import MSDeformAttn, init_deformable_stack
 from sdconet.models.sa_encoder import get_encoder_reference_points
 
 __all__ = ["DeformableEncoderLayer", "DeformableEncoder", "build_deformable_encoder"]
@@ -61,12 +61,7 @@ class DeformableEncoder(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList([DeformableEncoderLayer(hidden_dim, nheads, ffn_dim, n_levels, n_points, dropout)
                                      for _ in range(num_layers)])
-        for p in self.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
-        for m in self.modules():
-            if isinstance(m, MSDeformAttn):
-                m.reset_parameters()
+        init_deformable_stack(self)
 
     def forward(self, src: Tensor, pos: Tensor, spatial_shapes: Tensor, valid_ratios: Tensor,
                 key_padding_mask: Tensor | None = None) -> Tensor:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sdconet.models.box_ops import inverse_sigmoid
-from sdconet.models.deform_attn import MSDeformAttn
+from sdconet.models.deform_attn import MSDeformAttn, init_deformable_stack
 
 __all__ = ["MLP", "coordinate_to_encoding", "DINODecoderLayer", "DINODecoder", "DetectionHeads"]
 
@@ -139,12 +139,7 @@ class DINODecoder(nn.Module):
                                      for _ in range(num_layers)])
         self.ref_point_head = MLP(2 * hidden_dim, hidden_dim, hidden_dim, 2)
         self.norm = nn.LayerNorm(hidden_dim)
-        for p in self.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
-        for m in self.modules():
-            if isinstance(m, MSDeformAttn):
-                m.reset_parameters()
+        init_deformable_stack(self)
 
     def forward(self, query: Tensor, reference_points: Tensor, memory: Tensor, spatial_shapes: Tensor,
                 valid_ratios: Tensor, reg_branches: nn.ModuleList, memory_mask: Tensor | None = None,

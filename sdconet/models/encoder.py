@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from timm.layers import PatchEmbed, trunc_normal_
+from timm.layers import PatchEmbed
 from torch import Tensor, nn
 
 from sdconet.models.config import SDCoNetConfig, SwinConfig
-from sdconet.models.swin_blocks import SwinStage, drop_path_rates
+from sdconet.models.swin_blocks import SwinStage, drop_path_rates, init_swin_weights
 
 
 class EncoderOutput(TypedDict):
@@ -71,17 +71,7 @@ class SwinEncoder(nn.Module):
             dict(num_chs=c0, reduction=p, module="layers.0", normalized=False),
         ] + [dict(num_chs=self.num_features[i], reduction=p * 2 ** i, module=f"norm{i}", normalized=True)
              for i in range(1, len(cfg.depths))]
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(init_swin_weights)
 
     @property
     def map_channels(self) -> list[int]:

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from sdconet.models.config import SDCoNetConfig
-from sdconet.models.deform_attn import MSDeformAttn, shapes_as_list
+from sdconet.models.deform_attn import MSDeformAttn, init_deformable_stack, shapes_as_list
 
 __all__ = ["BackgroundEmbedding", "SaliencyEncoderLayer", "SaliencyAwareEncoder", "get_encoder_reference_points",
            "build_sa_encoder"]
@@ -204,13 +204,7 @@ class SaliencyAwareEncoder(nn.Module):
         mods: list[nn.Module] = [self.layers, self.background_embedding]
         if self._own_mcsp:
             mods.append(self.enhance_mcsp)  # weight Xavier, bias keeps nn.Linear's default (official)
-        for m in mods:
-            for p in m.parameters():
-                if p.dim() > 1:
-                    nn.init.xavier_uniform_(p)
-        for m in self.modules():
-            if isinstance(m, MSDeformAttn):
-                m.reset_parameters()
+        init_deformable_stack(self, xavier_from=mods)
 
     def forward(self, src: Tensor, pos: Tensor, spatial_shapes: Tensor, valid_ratios: Tensor,
                 foreground_score: Tensor, key_padding_mask: Tensor | None = None,

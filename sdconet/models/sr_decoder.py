@@ -15,11 +15,10 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
 from sdconet.models.config import SDCoNetConfig, SRDecoderConfig
-from sdconet.models.swin_blocks import SwinStage, drop_path_rates
+from sdconet.models.swin_blocks import SwinStage, drop_path_rates, init_swin_weights
 
 RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
@@ -115,21 +114,11 @@ class SRDecoder(nn.Module):
                 nn.Sequential(nn.Conv2d(c, 256, kernel_size=1), nn.GroupNorm(32, 256)) for c in widths])
             for i in range(3):
                 self.add_module(f"norm{i}", nn.LayerNorm(widths[i]))
-        self.apply(self._init_weights)
+        self.apply(init_swin_weights)
         if cfg.keep_unused:
             for proj in self.input_proj_sr:
                 nn.init.xavier_uniform_(proj[0].weight)
                 nn.init.zeros_(proj[0].bias)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def tokens_from_res4(self, res_4: Tensor) -> Tensor:
         """(B, 2E, h, w) -> (B, h, w, 2E) tokens; the official ``view(B, -1, C)`` scramble if configured."""

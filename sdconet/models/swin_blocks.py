@@ -16,6 +16,7 @@ from typing import Sequence
 
 import torch
 import torch.nn.functional as F
+from timm.layers import trunc_normal_
 from timm.models.swin_transformer import (PatchMerging, SwinTransformerBlock, window_partition,
                                           window_reverse)
 from torch import Tensor, nn
@@ -140,3 +141,14 @@ def set_fused_attn(module: nn.Module, enabled: bool) -> None:
     for m in module.modules():
         if isinstance(m, PaddedSwinBlock):
             m.attn.fused_attn = enabled
+
+
+def init_swin_weights(m: nn.Module) -> None:
+    """Swin's init (``module.apply``): trunc-normal(0.02) Linear weights, zero biases, LayerNorm 1 / 0."""
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
