@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from sdconet.models.config import SDCoNetConfig
 from sdconet.models.deform_attn import MSDeformAttn, init_deformable_stack
+from sdconet.models.ffn import transformer_ffn
 from sdconet.models.sa_encoder import get_encoder_reference_points
 
 __all__ = ["DeformableEncoderLayer", "DeformableEncoder", "build_deformable_encoder"]
@@ -36,8 +37,7 @@ class DeformableEncoderLayer(nn.Module):
         self.self_attn = MSDeformAttn(hidden_dim, n_levels, nheads, n_points)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(hidden_dim)
-        self.ffn = nn.Sequential(nn.Linear(hidden_dim, ffn_dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                                 nn.Linear(ffn_dim, hidden_dim), nn.Dropout(dropout))
+        self.ffn = transformer_ffn(hidden_dim, ffn_dim, dropout)
         self.norm2 = nn.LayerNorm(hidden_dim)
 
     def forward(self, x: Tensor, pos: Tensor, reference_points: Tensor, spatial_shapes: Tensor,

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from sdconet.models.box_ops import inverse_sigmoid
 from sdconet.models.deform_attn import MSDeformAttn, init_deformable_stack
+from sdconet.models.ffn import transformer_ffn
 
 __all__ = ["MLP", "coordinate_to_encoding", "DINODecoderLayer", "DINODecoder", "DetectionHeads"]
 
@@ -90,8 +91,7 @@ class DINODecoderLayer(nn.Module):
         self.norm1 = nn.LayerNorm(hidden_dim)
         self.cross_attn = MSDeformAttn(hidden_dim, n_levels, nheads, n_points)
         self.norm2 = nn.LayerNorm(hidden_dim)
-        self.ffn = nn.Sequential(nn.Linear(hidden_dim, ffn_dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                                 nn.Linear(ffn_dim, hidden_dim), nn.Dropout(dropout))
+        self.ffn = transformer_ffn(hidden_dim, ffn_dim, dropout)
         self.norm3 = nn.LayerNorm(hidden_dim)
         self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(dropout)
 

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from sdconet.models.config import SDCoNetConfig
 from sdconet.models.deform_attn import MSDeformAttn, init_deformable_stack, shapes_as_list
+from sdconet.models.ffn import transformer_ffn
 
 __all__ = ["BackgroundEmbedding", "SaliencyEncoderLayer", "SaliencyAwareEncoder", "get_encoder_reference_points",
            "build_sa_encoder"]
@@ -119,8 +120,7 @@ class SaliencyEncoderLayer(nn.Module):
         self.self_attn = MSDeformAttn(hidden_dim, n_levels, nheads, n_points)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(hidden_dim)
-        self.ffn = nn.Sequential(nn.Linear(hidden_dim, ffn_dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
-                                 nn.Linear(ffn_dim, hidden_dim), nn.Dropout(dropout))
+        self.ffn = transformer_ffn(hidden_dim, ffn_dim, dropout)
         self.norm2 = nn.LayerNorm(hidden_dim)
 
     def topk_scores(self, score_tgt: Tensor, foreground: Tensor) -> Tensor:
