@@ -41,9 +41,10 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor | Sequence
     The same computation as ultralytics' (and mmcv's) ``multi_scale_deformable_attn_pytorch``, reorganised for
     speed (same results to float rounding; tested against it): each level's value map and sampling grid are made
     contiguous before ``grid_sample`` (the strided views those kernels pass make the CPU ``grid_sample`` 2.4x
-    slower forward and 1.3x backward), and each level's samples are weighted and summed at once instead of
+    slower forward and 1.3x backward), each level's samples are weighted and summed at once instead of
     concatenating all levels into one (B*heads, C_h, Q, L*P) tensor first (that concatenation and the product on
-    it are most of the time). Paper preset on 2 CPU threads, one encoder layer (1,360 queries, batch 2):
+    it are most of the time), and the attention weights are made level-major so that the product broadcasts a
+    contiguous tensor (a strided one runs it 2-3x slower). Paper preset on 2 CPU threads, one encoder layer (1,360 queries, batch 2):
     forward + backward 167 -> 85 ms (``benchmarks/bench_msda.py``).
 
     Args:
@@ -60,18 +61,19 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor | Sequence
     _, q, _, n_levels, n_points, _ = sampling_locations.shape
     shapes = shapes_as_list(spatial_shapes)
     # (B*heads, C_h, N_v), (B*heads, Q, L*P, 2) in grid_sample's [-1, 1], (B*heads, 1, Q, L*P)
+    # Level-major copies, so that every per-level slice below is contiguous (small tensors: Q*heads*L*P).
     v = value.permute(0, 2, 3, 1).reshape(b * heads, c, n_v)
-    grids = (2 * sampling_locations - 1).permute(0, 2, 1, 3, 4, 5).reshape(b * heads, q, n_levels * n_points, 2)
-    weights = attention_weights.permute(0, 2, 1, 3, 4).reshape(b * heads, 1, q, n_levels * n_points)
+    # (reshape alone may return a strided view, e.g. at batch 1)
+    grids = (2 * sampling_locations - 1).permute(3, 0, 2, 1, 4, 5).contiguous().view(n_levels, b * heads, q, n_points, 2)
+    weights = attention_weights.permute(3, 0, 2, 1, 4).contiguous().view(n_levels, b * heads, 1, q, n_points)
     out: Tensor | None = None
     start = 0
     for lvl, (h, w) in enumerate(shapes):
         v_l = v[:, :, start:start + h * w].reshape(b * heads, c, h, w).contiguous()
         start += h * w
-        pts = slice(lvl * n_points, (lvl + 1) * n_points)
-        sampled = F.grid_sample(v_l, grids[:, :, pts].contiguous(), mode="bilinear", padding_mode="zeros",
+        sampled = F.grid_sample(v_l, grids[lvl], mode="bilinear", padding_mode="zeros",
                                 align_corners=False)  # (B*heads, C_h, Q, P)
-        part = (sampled * weights[..., pts]).sum(-1)
+        part = (sampled * weights[lvl]).sum(-1)
         out = part if out is None else out + part
     assert out is not None
     return out.view(b, heads * c, q).transpose(1, 2).contiguous()
