@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from ultralytics.nn.modules.transformer import MSDeformAttn as _UltralyticsMSDeformAttn
+from ultralytics.nn.modules.utils import multi_scale_deformable_attn_pytorch
 
 __all__ = ["MSDeformAttn", "multi_scale_deformable_attn", "shapes_as_list"]
 
@@ -44,8 +45,12 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor | Sequence
     slower forward and 1.3x backward), each level's samples are weighted and summed at once instead of
     concatenating all levels into one (B*heads, C_h, Q, L*P) tensor first (that concatenation and the product on
     it are most of the time), and the attention weights are made level-major so that the product broadcasts a
-    contiguous tensor (a strided one runs it 2-3x slower). Paper preset on 2 CPU threads, one encoder layer (1,360 queries, batch 2):
-    forward + backward 167 -> 85 ms (``benchmarks/bench_msda.py``).
+    contiguous tensor (a strided one runs it 2-3x slower). ``benchmarks/bench_msda.py``, paper-preset shapes,
+    batch 2, 2 CPU threads: encoder (1,360 queries) forward 75 -> 37 ms, forward + backward 177 -> 89 ms;
+    decoder (500 queries) 16 -> 10 ms and 45 -> 31 ms.
+
+    On CUDA the reference layout runs instead: there the kernels are launch-bound and one ``grid_sample`` per
+    level made forward + backward slower (H200: 1.34 -> 1.76 ms at 1,360 queries), so nothing is gained.
 
     Args:
         value: (B, N_v, heads, C_h), levels concatenated row-major in ``spatial_shapes`` order.
@@ -60,6 +65,10 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor | Sequence
     b, n_v, heads, c = value.shape
     _, q, _, n_levels, n_points, _ = sampling_locations.shape
     shapes = shapes_as_list(spatial_shapes)
+    if value.device.type != "cpu":  # one grid_sample per level + a product per level: more kernel launches
+        return multi_scale_deformable_attn_pytorch(
+            value, shapes, sampling_locations.reshape(b, q, heads, n_levels * n_points, 2),
+            attention_weights.reshape(b, q, heads, n_levels * n_points))
     # (B*heads, C_h, N_v), (B*heads, Q, L*P, 2) in grid_sample's [-1, 1], (B*heads, 1, Q, L*P)
     # Level-major copies, so that every per-level slice below is contiguous (small tensors: Q*heads*L*P).
     v = value.permute(0, 2, 3, 1).reshape(b * heads, c, n_v)
