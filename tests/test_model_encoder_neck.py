@@ -282,3 +282,22 @@ def test_paper_neck_parameter_counts() -> None:
     assert round(n_params(neck) / 1e6, 3) == 12.735 and round(n_params(neck.extra_sr) / 1e6, 3) == 10.620
     assert not any(c.conv.bias is not None for c in [*neck.convs, *neck.extra_convs, neck.extra_sr])
     assert neck.convs[0].gn.num_groups == 32
+
+
+@pytest.mark.parametrize(("size", "stride"), [(8, 2), (7, 2), (5, 1), (20, 2)])
+def test_convgn_gemm_path_equals_the_conv(size: int, stride: int) -> None:
+    """On the CPU a 3x3 ConvGN on a small map runs as unfold + matmul: same output and gradients as the conv
+    (20x20 = 400 positions is above the threshold and takes the conv itself)."""
+    from sdconet.models.neck import ConvGN
+
+    torch.manual_seed(0)
+    m = ConvGN(12, 32, 3, stride, 4).double()
+    x = torch.randn(2, 12, size, size, dtype=torch.float64, requires_grad=True)
+    y = m(x)
+    ref = m.gn(m.conv(x))
+    assert y.shape == ref.shape == (2, 32, (size + 2 - 3) // stride + 1, (size + 2 - 3) // stride + 1)
+    g = torch.randn_like(y)
+    gx, gw = torch.autograd.grad(y, (x, m.conv.weight), g)
+    rx, rw = torch.autograd.grad(ref, (x, m.conv.weight), g)
+    assert torch.allclose(y, ref, atol=1e-12)
+    assert torch.allclose(gx, rx, atol=1e-12) and torch.allclose(gw, rw, atol=1e-12)
