@@ -301,3 +301,17 @@ def test_convgn_gemm_path_equals_the_conv(size: int, stride: int) -> None:
     rx, rw = torch.autograd.grad(ref, (x, m.conv.weight), g)
     assert torch.allclose(y, ref, atol=1e-12)
     assert torch.allclose(gx, rx, atol=1e-12) and torch.allclose(gw, rw, atol=1e-12)
+
+
+def test_padded_block_gradients_match_the_reference() -> None:
+    """Projecting only the real tokens (padded rows get the qkv bias) leaves every gradient unchanged."""
+    torch.manual_seed(3)
+    blk = PaddedSwinBlock(16, 2, window_size=4, shift=True, mlp_ratio=2.0).double()
+    x = torch.randn(1, 5, 7, 16, dtype=torch.float64, requires_grad=True)
+    params = [blk.attn.qkv.weight, blk.attn.qkv.bias, blk.attn.proj.weight, blk.attn.relative_position_bias_table]
+    g = torch.randn(1, 5, 7, 16, dtype=torch.float64)
+    ours = torch.autograd.grad(blk._attn(x), [x, *params], g)
+    ref = torch.autograd.grad(_reference_window_attention(blk, x), [x, *params], g)
+    for a, r in zip(ours, ref):
+        assert torch.allclose(a, r, atol=1e-10)
+    assert ours[2].abs().sum() > 0  # the qkv bias gets the padded rows' gradient too
