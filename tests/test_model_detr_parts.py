@@ -115,10 +115,18 @@ def test_msdeformattn_matches_naive_bilinear(ref_dim: int) -> None:
     assert torch.allclose(out, expected, atol=1e-5)
 
 
-def test_msda_kernel_equals_ultralytics_kernel_values_and_gradients() -> None:
-    """The reorganised kernel (contiguous per-level grid_sample, per-level weighted sum) computes exactly what
-    ultralytics' / mmcv's reference kernel computes, forward and backward, including points that fall off the map."""
+@pytest.mark.parametrize("dense_max", [0, 12, 10_000])
+def test_msda_kernel_equals_ultralytics_kernel_values_and_gradients(dense_max: int, monkeypatch) -> None:
+    """The reorganised kernel (contiguous per-level grid_sample, per-level weighted sum; small levels through a
+    dense interpolation matrix) computes exactly what ultralytics' / mmcv's reference kernel computes, forward
+    and backward, including points that fall off the map: every level by grid_sample (0), mixed (12), every
+    level dense (10,000)."""
     from ultralytics.nn.modules.utils import multi_scale_deformable_attn_pytorch as reference
+
+    from sdconet.models import deform_attn
+
+    monkeypatch.setattr(deform_attn, "DENSE_MAX_POSITIONS", dense_max)
+    monkeypatch.setattr(deform_attn, "DENSE_MAX_POSITIONS_GRAD", dense_max)
 
     g = torch.Generator().manual_seed(3)
     shapes = [(5, 7), (3, 4), (2, 2)]
@@ -141,6 +149,8 @@ def test_msda_kernel_equals_ultralytics_kernel_values_and_gradients() -> None:
         assert a.shape == r.shape, name
         assert torch.allclose(a, r, atol=1e-10), (name, (a - r).abs().max())
     assert ours[2].abs().sum() > 0  # the location gradient is not trivially zero
+    with torch.no_grad():  # the inference path (its own dense-level threshold)
+        assert torch.allclose(multi_scale_deformable_attn(value, shapes, loc, w), ref[0], atol=1e-10)
 
 
 def _single_point_attn(offset_px: tuple[float, float]) -> MSDeformAttn:

@@ -35,6 +35,48 @@ def shapes_as_list(spatial_shapes: Tensor | Sequence[Sequence[int]]) -> list[tup
     return [(int(h), int(w)) for h, w in spatial_shapes]
 
 
+#: Levels with at most this many positions (H*W) are sampled through a dense interpolation matrix (CPU), without
+#: and with autograd (``benchmarks/bench_msda.py`` sweeps: the backward pays off the denser matrix sooner).
+DENSE_MAX_POSITIONS = 64
+DENSE_MAX_POSITIONS_GRAD = 256
+_CORNER_DX = (0, 1, 0, 1)
+_CORNER_DY = (0, 0, 1, 1)
+
+
+def _sample_level_dense(value: Tensor, grid: Tensor, weights: Tensor, h: int, w: int) -> Tensor:
+    """One small level's weighted bilinear samples as a matrix product: ``value @ A^T``.
+
+    ``A`` (B*heads, Q, H*W) holds, for each query, the attention weight times the bilinear weight of each of the
+    four corners around each of its P points (``grid_sample(align_corners=False, padding_mode="zeros")``
+    conventions: corners off the map contribute nothing). On a small map (the /32 and /64 levels: 8x8 and 4x4 at
+    512 HR) building ``A`` and one batched matmul is cheaper than ``grid_sample`` and its backward, whose
+    cost does not shrink with the map; autograd differentiates it like the interpolation it is.
+
+    Args:
+        value: (B*heads, C_h, H*W).
+        grid: (B*heads, Q, P, 2) sampling points in grid_sample's [-1, 1] (x, y).
+        weights: (B*heads, 1, Q, P) attention weights.
+        h, w: Level size.
+
+    Returns:
+        (B*heads, C_h, Q): sum over the P points of weight x sampled value.
+    """
+    n, q, p, _ = grid.shape
+    xy = (grid + 1) * grid.new_tensor([w / 2, h / 2]) - 0.5  # pixel coordinates, centres at integers
+    xy0 = xy.detach().floor()
+    frac = xy - xy0
+    dx, dy = grid.new_tensor(_CORNER_DX, dtype=torch.long), grid.new_tensor(_CORNER_DY, dtype=torch.long)
+    xi = xy0[..., 0].long().unsqueeze(-1) + dx  # (N, Q, P, 4)
+    yi = xy0[..., 1].long().unsqueeze(-1) + dy
+    fx, fy = frac[..., 0:1], frac[..., 1:2]
+    bilinear = torch.cat([1 - fx, fx, 1 - fx, fx], -1) * torch.cat([1 - fy, 1 - fy, fy, fy], -1)
+    valid = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+    coef = bilinear * weights.reshape(n, q, p, 1) * valid
+    idx = torch.where(valid, yi * w + xi, 0)
+    a = value.new_zeros(n, q, h * w).scatter_add(2, idx.view(n, q, p * 4), coef.view(n, q, p * 4))
+    return torch.bmm(value, a.transpose(1, 2))
+
+
 def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor | Sequence[Sequence[int]],
                                 sampling_locations: Tensor, attention_weights: Tensor) -> Tensor:
     """Bilinear multi-scale sampling + weighted sum (pure PyTorch, ``grid_sample`` per level).
@@ -44,10 +86,12 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor | Sequence
     contiguous before ``grid_sample`` (the strided views those kernels pass make the CPU ``grid_sample`` 2.4x
     slower forward and 1.3x backward), each level's samples are weighted and summed at once instead of
     concatenating all levels into one (B*heads, C_h, Q, L*P) tensor first (that concatenation and the product on
-    it are most of the time), and the attention weights are made level-major so that the product broadcasts a
-    contiguous tensor (a strided one runs it 2-3x slower). ``benchmarks/bench_msda.py``, paper-preset shapes,
-    batch 2, 2 CPU threads: encoder (1,360 queries) forward 75 -> 37 ms, forward + backward 177 -> 89 ms;
-    decoder (500 queries) 16 -> 10 ms and 45 -> 31 ms.
+    it are most of the time), the attention weights are made level-major so that the product broadcasts a
+    contiguous tensor (a strided one runs it 2-3x slower), and the small levels (H*W <= ``DENSE_MAX_POSITIONS``,
+    256 under autograd) are sampled by one matrix product with a dense interpolation matrix
+    (:func:`_sample_level_dense`). ``benchmarks/bench_msda.py``, paper-preset shapes, batch 2, 2 CPU threads:
+    encoder (1,360 queries) forward 74 -> 24 ms, forward + backward 187 -> 77 ms; decoder (500 queries)
+    16 -> 10 ms and 45 -> 25 ms.
 
     On CUDA the reference layout runs instead: there the kernels are launch-bound and one ``grid_sample`` per
     level made forward + backward slower (H200: 1.34 -> 1.76 ms at 1,360 queries), so nothing is gained.
@@ -75,14 +119,19 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor | Sequence
     # (reshape alone may return a strided view, e.g. at batch 1)
     grids = (2 * sampling_locations - 1).permute(3, 0, 2, 1, 4, 5).contiguous().view(n_levels, b * heads, q, n_points, 2)
     weights = attention_weights.permute(3, 0, 2, 1, 4).contiguous().view(n_levels, b * heads, 1, q, n_points)
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (value, sampling_locations, attention_weights))
+    dense_max = DENSE_MAX_POSITIONS_GRAD if grad else DENSE_MAX_POSITIONS
     out: Tensor | None = None
     start = 0
     for lvl, (h, w) in enumerate(shapes):
-        v_l = v[:, :, start:start + h * w].reshape(b * heads, c, h, w).contiguous()
+        v_l = v[:, :, start:start + h * w]
         start += h * w
-        sampled = F.grid_sample(v_l, grids[lvl], mode="bilinear", padding_mode="zeros",
-                                align_corners=False)  # (B*heads, C_h, Q, P)
-        part = (sampled * weights[lvl]).sum(-1)
+        if h * w <= dense_max:
+            part = _sample_level_dense(v_l, grids[lvl], weights[lvl], h, w)
+        else:
+            sampled = F.grid_sample(v_l.reshape(b * heads, c, h, w).contiguous(), grids[lvl], mode="bilinear",
+                                    padding_mode="zeros", align_corners=False)  # (B*heads, C_h, Q, P)
+            part = (sampled * weights[lvl]).sum(-1)
         out = part if out is None else out + part
     assert out is not None
     return out.view(b, heads * c, q).transpose(1, 2).contiguous()
