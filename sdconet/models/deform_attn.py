@@ -35,10 +35,9 @@ def shapes_as_list(spatial_shapes: Tensor | Sequence[Sequence[int]]) -> list[tup
     return [(int(h), int(w)) for h, w in spatial_shapes]
 
 
-#: Levels with at most this many positions (H*W) are sampled through a dense interpolation matrix (CPU), without
-#: and with autograd (``benchmarks/bench_msda.py`` sweeps: the backward pays off the denser matrix sooner).
+#: Levels with at most this many positions (H*W) are sampled through a dense interpolation matrix (CPU). 64 (the
+#: 8x8 and 4x4 levels at 512 HR): at 256 the kernel alone was faster under autograd, the whole training step not.
 DENSE_MAX_POSITIONS = 64
-DENSE_MAX_POSITIONS_GRAD = 256
 _CORNER_DX = (0, 1, 0, 1)
 _CORNER_DY = (0, 0, 1, 1)
 
@@ -87,11 +86,11 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor | Sequence
     slower forward and 1.3x backward), each level's samples are weighted and summed at once instead of
     concatenating all levels into one (B*heads, C_h, Q, L*P) tensor first (that concatenation and the product on
     it are most of the time), the attention weights are made level-major so that the product broadcasts a
-    contiguous tensor (a strided one runs it 2-3x slower), and the small levels (H*W <= ``DENSE_MAX_POSITIONS``,
-    256 under autograd) are sampled by one matrix product with a dense interpolation matrix
+    contiguous tensor (a strided one runs it 2-3x slower), and the small levels (H*W <= ``DENSE_MAX_POSITIONS``)
+    are sampled by one matrix product with a dense interpolation matrix
     (:func:`_sample_level_dense`). ``benchmarks/bench_msda.py``, paper-preset shapes, batch 2, 2 CPU threads:
-    encoder (1,360 queries) forward 74 -> 24 ms, forward + backward 187 -> 77 ms; decoder (500 queries)
-    16 -> 10 ms and 45 -> 25 ms.
+    encoder (1,360 queries) forward 74 -> 27 ms, forward + backward 187 -> 81 ms; decoder (500 queries)
+    16 -> 11 ms and 45 -> 29 ms.
 
     On CUDA the reference layout runs instead: there the kernels are launch-bound and one ``grid_sample`` per
     level made forward + backward slower (H200: 1.34 -> 1.76 ms at 1,360 queries), so nothing is gained.
@@ -119,14 +118,12 @@ def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor | Sequence
     # (reshape alone may return a strided view, e.g. at batch 1)
     grids = (2 * sampling_locations - 1).permute(3, 0, 2, 1, 4, 5).contiguous().view(n_levels, b * heads, q, n_points, 2)
     weights = attention_weights.permute(3, 0, 2, 1, 4).contiguous().view(n_levels, b * heads, 1, q, n_points)
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (value, sampling_locations, attention_weights))
-    dense_max = DENSE_MAX_POSITIONS_GRAD if grad else DENSE_MAX_POSITIONS
     out: Tensor | None = None
     start = 0
     for lvl, (h, w) in enumerate(shapes):
         v_l = v[:, :, start:start + h * w]
         start += h * w
-        if h * w <= dense_max:
+        if h * w <= DENSE_MAX_POSITIONS:
             part = _sample_level_dense(v_l, grids[lvl], weights[lvl], h, w)
         else:
             sampled = F.grid_sample(v_l.reshape(b * heads, c, h, w).contiguous(), grids[lvl], mode="bilinear",
