@@ -70,7 +70,19 @@ def _params_frozen(module: nn.Module) -> Iterator[None]:
 
 
 def count_gmac(module: nn.Module, inputs: tuple | torch.Tensor, counter: str = "fvcore") -> dict[str, Any]:
-    """:func:`sdconet.metrics.efficiency.count_flops` with fused attention counted (see the module docstring)."""
+    """:func:`sdconet.metrics.efficiency.count_flops` with fused attention counted (see the module docstring).
+
+    Deformable attention samples through ``grid_sample`` while counting (neither counter counts it, as on the
+    official code), not through the CPU kernel's dense interpolation matrix for small levels, whose matrix
+    product would be counted as model FLOPs.
+    """
+    from sdconet.models.deform_attn import sampling_by_grid_sample  # noqa: PLC0415
+
+    with sampling_by_grid_sample():
+        return _count_gmac(module, inputs, counter)
+
+
+def _count_gmac(module: nn.Module, inputs: tuple | torch.Tensor, counter: str) -> dict[str, Any]:
     inputs = inputs if isinstance(inputs, tuple) else (inputs,)
     if counter == "torch":
         from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: PLC0415

@@ -387,3 +387,13 @@ def test_tiny_preset_end_to_end_with_tied_enhance_mcsp() -> None:
     det = build_postprocess(cfg)(head(enc(src, pos, shapes, vr, torch.randn(2, n)), shapes, vr),
                                  torch.tensor([[512, 512], [512, 512]]))
     assert det[0]["boxes"].shape == (cfg.num_queries * 3, 4) and (det[0]["boxes"] <= 512).all()
+
+
+def test_sampling_by_grid_sample_switches_the_dense_levels_off_and_back() -> None:
+    from sdconet.models import deform_attn
+
+    before = deform_attn.DENSE_MAX_POSITIONS
+    assert before > 0
+    with deform_attn.sampling_by_grid_sample():
+        assert deform_attn.DENSE_MAX_POSITIONS == 0
+    assert deform_attn.DENSE_MAX_POSITIONS == before

@@ -17,7 +17,8 @@ each level), so the sampling locations are built with mmcv's (B, Q, heads, L, P,
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +26,7 @@ from torch import Tensor
 from ultralytics.nn.modules.transformer import MSDeformAttn as _UltralyticsMSDeformAttn
 from ultralytics.nn.modules.utils import multi_scale_deformable_attn_pytorch
 
-__all__ = ["MSDeformAttn", "multi_scale_deformable_attn", "shapes_as_list"]
+__all__ = ["MSDeformAttn", "multi_scale_deformable_attn", "sampling_by_grid_sample", "shapes_as_list"]
 
 
 def shapes_as_list(spatial_shapes: Tensor | Sequence[Sequence[int]]) -> list[tuple[int, int]]:
@@ -40,6 +41,18 @@ def shapes_as_list(spatial_shapes: Tensor | Sequence[Sequence[int]]) -> list[tup
 DENSE_MAX_POSITIONS = 64
 _CORNER_DX = (0, 1, 0, 1)
 _CORNER_DY = (0, 0, 1, 1)
+
+
+@contextlib.contextmanager
+def sampling_by_grid_sample() -> Iterator[None]:
+    """Sample every level with ``grid_sample`` while the block runs (FLOP counting: counters skip
+    ``grid_sample``, as they did on the official code, but would count the dense path's matrix product)."""
+    global DENSE_MAX_POSITIONS
+    saved, DENSE_MAX_POSITIONS = DENSE_MAX_POSITIONS, 0
+    try:
+        yield
+    finally:
+        DENSE_MAX_POSITIONS = saved
 
 
 def _sample_level_dense(value: Tensor, grid: Tensor, weights: Tensor, h: int, w: int) -> Tensor:
