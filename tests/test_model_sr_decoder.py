@@ -120,3 +120,23 @@ def test_gradient_flows_from_sr_output_to_encoder(tiny: SDCoNetConfig) -> None:
     assert enc.layers[3].blocks[0].attn.qkv.weight.grad.abs().sum() > 0
     assert neck.extra_sr.conv.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in neck.extra_convs.parameters())  # detection-only path untouched
+
+
+@pytest.mark.parametrize(("c_in", "c_out", "k", "bias"), [(12, 6, 2, False), (8, 5, 4, True)])
+def test_conv_transpose_tokens_equals_the_transposed_conv(c_in: int, c_out: int, k: int, bias: bool) -> None:
+    """The CPU matmul form of a kernel == stride transposed conv: same output and gradients as the conv."""
+    from torch import nn
+
+    from sdconet.models.sr_decoder import conv_transpose_tokens
+
+    torch.manual_seed(0)
+    conv = nn.ConvTranspose2d(c_in, c_out, k, stride=k, bias=bias).double()
+    x = torch.randn(2, 3, 5, c_in, dtype=torch.float64, requires_grad=True)
+    y = conv_transpose_tokens(x, conv)
+    ref = conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    assert y.shape == ref.shape == (2, 3 * k, 5 * k, c_out)
+    assert torch.allclose(y, ref, atol=1e-12)
+    g = torch.randn_like(y)
+    params = [x, conv.weight] + ([conv.bias] if bias else [])
+    for a, r in zip(torch.autograd.grad(y, params, g), torch.autograd.grad(ref, params, g)):
+        assert torch.allclose(a, r, atol=1e-12)

@@ -39,7 +39,29 @@ class TransposedConvUp(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, H, W, C_in) -> (B, scale*H, scale*W, C_out), channels last."""
-        return self.upconv(self.norm(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return conv_transpose_tokens(self.norm(x), self.upconv)
+
+
+def conv_transpose_tokens(x: Tensor, conv: nn.ConvTranspose2d) -> Tensor:
+    """``conv`` on channels-last tokens: (B, H, W, C_in) -> (B, k*H, k*W, C_out), channels last.
+
+    A transposed convolution whose kernel equals its stride (no padding, dilation or groups) writes each input
+    token into its own k x k output block, so on the CPU it runs as one matmul with the weight viewed as
+    (C_in, C_out*k*k) and a reshuffle (same maths; no NCHW round trip). oneDNN's transposed convolution was slow
+    there: the SR decoder's first up-projection (1536 -> 768 on the 4x4 map, 4.7 M weights) took ~60 ms forward
+    + backward at batch 2 on 2 CPU threads, the matmul a few ms. Elsewhere (CUDA), or for any other geometry,
+    ``conv`` itself runs.
+    """
+    k = conv.kernel_size
+    plain = (tuple(conv.stride) == tuple(k) and tuple(conv.padding) == (0, 0) and tuple(conv.output_padding) == (0, 0)
+             and tuple(conv.dilation) == (1, 1) and conv.groups == 1)
+    if x.device.type != "cpu" or not plain:
+        return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    b, h, w, c_in = x.shape
+    (kh, kw), c_out = k, conv.out_channels
+    y = x.reshape(-1, c_in) @ conv.weight.reshape(c_in, c_out * kh * kw)  # weight (C_in, C_out, kh, kw)
+    y = y.view(b, h, w, c_out, kh, kw).permute(0, 1, 4, 2, 5, 3).reshape(b, h * kh, w * kw, c_out)
+    return y if conv.bias is None else y + conv.bias
 
 
 def fuse(x: Tensor, skip: Tensor) -> Tensor:
@@ -150,7 +172,7 @@ class SRDecoder(nn.Module):
         t = self.layers[2](fuse(self.up_layer1(t), res_x[2]))
         t = self.layers[3](fuse(self.up_layer2(t), res_x[1]))
         t = self.norm(fuse(t, res_x[0]))
-        x = self.head(self.patch_unembed(t.permute(0, 3, 1, 2)))
+        x = self.head(conv_transpose_tokens(t, self.patch_unembed).permute(0, 3, 1, 2).contiguous())
         if self.cfg.add_rgb_mean:
             x = x + self.rgb_mean.to(x.dtype)
         if out_size is not None and tuple(x.shape[-2:]) != tuple(out_size):
