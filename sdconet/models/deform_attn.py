@@ -85,7 +85,7 @@ def _sample_level_dense(value: Tensor, grid: Tensor, weights: Tensor, h: int, w:
     valid = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
     coef = bilinear * weights.reshape(n, q, p, 1) * valid
     idx = torch.where(valid, yi * w + xi, 0)
-    a = value.new_zeros(n, q, h * w).scatter_add(2, idx.view(n, q, p * 4), coef.view(n, q, p * 4))
+    a = value.new_zeros(n, q, h * w).scatter_add_(2, idx.view(n, q, p * 4), coef.view(n, q, p * 4))
     return torch.bmm(value, a.transpose(1, 2))
 
 
