@@ -1,0 +1,83 @@
+"""Whole-step A/B of SDCoNet between checkouts (e.g. a commit before a speed change and the working tree).
+
+Each round runs every checkout once, in its own process (alternating, so that a machine whose speed drifts
+affects all of them alike), and each run measures in that checkout's code: the paper-preset training step
+(forward, backward, AdamW step; batch 2 of 512 HR tiles with 2 random boxes each) with the SR branch frozen
+(phase 1) and trained (phase 2), and batch-1 inference. A 1024² matmul rate before and after each run shows
+how fast the machine was meanwhile. Prints one JSON line per run and the per-checkout medians.
+
+    git worktree add /tmp/base f9469cc    # the checkout to compare with
+    .venv/bin/python benchmarks/bench_step_ab.py /tmp/base . --rounds 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RUN = r'''
+import json, statistics, sys, time, torch
+repo, runs = sys.argv[1], int(sys.argv[2])
+sys.path[:0] = [repo, repo + "/benchmarks"]
+from bench_sdconet import batch, build
+from sdconet.routing import is_loss_term
+from sdconet.train_config import TrainConfig, build_optimizer
+def gmacs():
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024); a @ b
+    t = time.perf_counter()
+    for _ in range(10): a @ b
+    return 10 * 1024 ** 3 / (time.perf_counter() - t) / 1e9
+torch.manual_seed(0)
+m = build("sdconet", "paper", 10, 2)
+images, targets = batch(2, 512, 2, 10, "cpu")
+res = {"checkout": repo, "matmul_gmacs_before": gmacs()}
+for sr in (False, True):
+    m.train(); m.set_sr_trainable(sr)
+    opt = build_optimizer(m, TrainConfig(epochs=1, batch_size=2, lr=1e-5))
+    def step():
+        losses = m(images, targets)
+        loss = sum(v for k, v in losses.items() if is_loss_term(k))
+        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+    step(); times = []
+    for _ in range(runs):
+        t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
+    res["phase2_s" if sr else "phase1_s"] = statistics.median(times)
+m.eval(); x = torch.randn(1, 3, 512, 512)
+with torch.no_grad():
+    m(x); times = []
+    for _ in range(5):
+        t = time.perf_counter(); m(x); times.append(time.perf_counter() - t)
+res["infer_s"] = statistics.median(times)
+res["matmul_gmacs_after"] = gmacs()
+print(json.dumps(res))
+'''
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Alternate the checkouts for ``--rounds`` rounds and print the medians."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkouts", nargs="+", type=Path, help="repository roots to compare")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--runs", type=int, default=3, help="timed steps per phase and run (median)")
+    a = p.parse_args(argv)
+    rows: dict[str, list[dict]] = {str(c): [] for c in a.checkouts}
+    for _ in range(a.rounds):
+        for c in a.checkouts:
+            out = subprocess.run([sys.executable, "-c", RUN, str(c.resolve()), str(a.runs)], check=True,
+                                 capture_output=True, text=True).stdout.strip().splitlines()[-1]
+            rows[str(c)].append(json.loads(out))
+            print(out, flush=True)
+            time.sleep(1)
+    for c, rs in rows.items():
+        med = {k: statistics.median(r[k] for r in rs) for k in ("phase1_s", "phase2_s", "infer_s")}
+        print(f"{c}: median phase 1 {med['phase1_s']:.2f} s, phase 2 {med['phase2_s']:.2f} s, "
+              f"inference {1e3 * med['infer_s']:.0f} ms over {len(rs)} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
