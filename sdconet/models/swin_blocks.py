@@ -114,7 +114,9 @@ class PaddedSwinBlock(SwinTransformerBlock):
         a = self.attn
         b_, n, _ = qkv.shape
         q, k, v = qkv.reshape(b_, n, 3, a.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        if a.fused_attn:
+        # On the CPU under autograd SDPA takes its math path anyway (the mask carries the learned relative-position
+        # bias); the explicit form below was ~2 % faster per paper-preset training step there, the same at inference.
+        if a.fused_attn and not (qkv.device.type == "cpu" and torch.is_grad_enabled() and qkv.requires_grad):
             attn_mask = a._get_rel_pos_bias()
             if mask is not None:
                 num_win = mask.shape[0]
