@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NWPU_DIR = Path(os.environ.get("SDCONET_NWPU_DIR", REPO_ROOT.parent / "shared" / "data" / "nwpu_vhr10"))
@@ -27,3 +28,13 @@ def nwpu_dir() -> Path:
 def nwpu_root(nwpu_dir: Path) -> Path:
     """The dataset root itself (``.../NWPU VHR-10 dataset``)."""
     return nwpu_dir / "NWPU VHR-10 dataset"
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: tiny models on a shared 2-core machine stall under OpenMP
+    oversubscription (tiny convolutions ran ~100x slower with 2 threads). Restored afterwards."""
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)

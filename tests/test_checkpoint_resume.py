@@ -12,7 +12,9 @@ import sdconet.checkpoint as ckpt_mod
 from sdconet.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_epoch_checkpoint
 from sdconet.data import TileDataset
 from sdconet.engine import train
-from test_train_engine import ToyModel, make_tiles, one_thread, read_log, small_cfg  # noqa: F401
+from test_train_engine import ToyModel, make_tiles, read_log, small_cfg
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _resume_cfg(epochs: int):  # type: ignore[no-untyped-def]

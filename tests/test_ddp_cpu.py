@@ -11,7 +11,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from test_train_engine import make_tiles, one_thread, read_log, small_cfg  # noqa: F401
+from test_train_engine import make_tiles, read_log, small_cfg
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 WORLD = 2
 DEADLINE_S = 150

@@ -11,7 +11,9 @@ from torch import Tensor
 from sdconet.data import TileDataset
 from sdconet.engine import train
 from sdconet.routing import RoutingSchedule, graph_leaves, project_conflicting, routed_backward
-from test_train_engine import ToyModel, make_tiles, one_thread, read_log, small_cfg  # noqa: F401
+from test_train_engine import ToyModel, make_tiles, read_log, small_cfg
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _dot(a: list[Tensor], b: list[Tensor]) -> float:

@@ -49,7 +49,7 @@ def nwpu_tiles(nwpu_root: Path, tmp_path_factory) -> tuple[dict, Path]:
     return sub, work / "tiles"
 
 
-def test_tiny_sdconet_loss_falls_and_ap50_rises(nwpu_tiles, tmp_path: Path) -> None:
+def test_tiny_sdconet_loss_falls_and_ap50_rises(nwpu_tiles, tmp_path: Path, one_thread) -> None:
     from sdconet.data import TileDataset
     from sdconet.engine import train
     from sdconet.evaluate import evaluate
@@ -58,21 +58,16 @@ def test_tiny_sdconet_loss_falls_and_ap50_rises(nwpu_tiles, tmp_path: Path) -> N
     from sdconet.train_config import TrainConfig
 
     coco, image_dir = nwpu_tiles
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops: one thread avoids OpenMP stalls on a shared 2-core machine
-    try:
-        torch.manual_seed(0)
-        model = build_model(preset("tiny", num_classes=10))
-        train_set = TileDataset(coco, image_dir, train=True)
-        eval_set = TileDataset(coco, image_dir, train=False)
-        ap50_start = evaluate(model, eval_set, coco, "cpu", batch_size=4)["detection"]["AP50"]
-        cfg = TrainConfig(epochs=EPOCHS, batch_size=2, lr=1e-3, backbone_lr_mult=1.0, clip_grad=1.0, milestones=(),
-                          routing="none", amp=False, seed=0, workers=0, eval_every=0, device="cpu", keep_last=1,
-                          progress=False)
-        hist = train(model, train_set, None, cfg, tmp_path / "run")["history"]
-        ap50_end = evaluate(model, eval_set, coco, "cpu", batch_size=4)["detection"]["AP50"]
-    finally:
-        torch.set_num_threads(prev_threads)
+    torch.manual_seed(0)
+    model = build_model(preset("tiny", num_classes=10))
+    train_set = TileDataset(coco, image_dir, train=True)
+    eval_set = TileDataset(coco, image_dir, train=False)
+    ap50_start = evaluate(model, eval_set, coco, "cpu", batch_size=4)["detection"]["AP50"]
+    cfg = TrainConfig(epochs=EPOCHS, batch_size=2, lr=1e-3, backbone_lr_mult=1.0, clip_grad=1.0, milestones=(),
+                      routing="none", amp=False, seed=0, workers=0, eval_every=0, device="cpu", keep_last=1,
+                      progress=False)
+    hist = train(model, train_set, None, cfg, tmp_path / "run")["history"]
+    ap50_end = evaluate(model, eval_set, coco, "cpu", batch_size=4)["detection"]["AP50"]
     losses = [h["loss"] for h in hist]
     assert all("loss_sr" in h["losses"] and "loss_salience" in h["losses"] for h in hist)
     third = len(losses) // 3

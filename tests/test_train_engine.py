@@ -126,13 +126,7 @@ def make_tiles(root: Path, n: int = 8, size: int = 32, lr: bool = False, seed: i
     return path, lr_dir
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """Tiny convolutions are ~100x slower with 2 threads on the shared 2-core machine; use one."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small_cfg(**kw: Any) -> TrainConfig:
