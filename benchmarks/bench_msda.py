@@ -13,7 +13,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +22,8 @@ import torch  # noqa: E402
 from ultralytics.nn.modules.utils import multi_scale_deformable_attn_pytorch as reference  # noqa: E402
 
 from sdconet.models.deform_attn import multi_scale_deformable_attn  # noqa: E402
+
+from bench_sdconet import _timed  # noqa: E402  (same folder: the shared warm-up + synchronised timing loop)
 
 SHAPES = [(32, 32), (16, 16), (8, 8), (4, 4)]
 
@@ -37,19 +38,7 @@ def _ref(value: torch.Tensor, loc: torch.Tensor, w: torch.Tensor) -> torch.Tenso
 
 
 def _median_ms(fn: Callable[[], Any], device: str, warmup: int, runs: int) -> float:
-    def sync() -> None:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    return 1e3 * statistics.median(_timed(fn, device, warmup, runs))
 
 
 def bench(queries: int, a: argparse.Namespace) -> list[dict[str, Any]]:

@@ -1,9 +1,9 @@
 """Whole-step A/B of SDCoNet between checkouts (e.g. a commit before a speed change and the working tree).
 
 Each round runs every checkout once, in its own process (alternating, so that a machine whose speed drifts
-affects all of them alike), and each run measures in that checkout's code: the paper-preset training step
-(forward, backward, AdamW step; batch 2 of 512 HR tiles with 2 random boxes each) with the SR branch frozen
-(phase 1) and trained (phase 2), and batch-1 inference. A 1024² matmul rate before and after each run shows
+affects all of them alike), and each run measures with that checkout's own ``bench_sdconet.train_speed`` and
+``measure_latency``: the paper-preset training step (forward, backward, AdamW step; batch 2 of 512 HR tiles
+with 2 random boxes each) with the SR branch frozen (phase 1) and trained (phase 2), and batch-1 inference. A 1024² matmul rate before and after each run shows
 how fast the machine was meanwhile. Prints one JSON line per run and the per-checkout medians.
 
     git worktree add /tmp/base f9469cc    # the checkout to compare with
@@ -20,12 +20,11 @@ import time
 from pathlib import Path
 
 RUN = r'''
-import json, statistics, sys, time, torch
+import json, sys, time, torch
 repo, runs = sys.argv[1], int(sys.argv[2])
 sys.path[:0] = [repo, repo + "/benchmarks"]
-from bench_sdconet import batch, build
-from sdconet.routing import is_loss_term
-from sdconet.train_config import TrainConfig, build_optimizer
+from bench_sdconet import batch, build, train_speed
+from sdconet.metrics.efficiency import measure_latency
 def gmacs():
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024); a @ b
     t = time.perf_counter()
@@ -36,22 +35,9 @@ m = build("sdconet", "paper", 10, 2)
 images, targets = batch(2, 512, 2, 10, "cpu")
 res = {"checkout": repo, "matmul_gmacs_before": gmacs()}
 for sr in (False, True):
-    m.train(); m.set_sr_trainable(sr)
-    opt = build_optimizer(m, TrainConfig(epochs=1, batch_size=2, lr=1e-5))
-    def step():
-        losses = m(images, targets)
-        loss = sum(v for k, v in losses.items() if is_loss_term(k))
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-    step(); times = []
-    for _ in range(runs):
-        t = time.perf_counter(); step(); times.append(time.perf_counter() - t)
-    res["phase2_s" if sr else "phase1_s"] = statistics.median(times)
-m.eval(); x = torch.randn(1, 3, 512, 512)
-with torch.no_grad():
-    m(x); times = []
-    for _ in range(5):
-        t = time.perf_counter(); m(x); times.append(time.perf_counter() - t)
-res["infer_s"] = statistics.median(times)
+    res["phase2_s" if sr else "phase1_s"] = train_speed(m, images, targets, sr, "cpu", 1, runs)
+m.zero_grad(set_to_none=True)
+res["infer_s"] = measure_latency(m.eval(), torch.randn(1, 3, 512, 512), "cpu", 1, 5)["median_ms"] / 1e3
 res["matmul_gmacs_after"] = gmacs()
 print(json.dumps(res))
 '''
