@@ -15,7 +15,7 @@ sys.path.insert(0, str(REPO))
 
 
 def main(results: str) -> int:
-    from sdconet.report.experiments import load_experiments
+    from benchcore.experiments import load_experiments
 
     res = Path(results)
     root = res / "data" / "demo"

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from sdconet.utils.atomic import atomic_file, atomic_write_text
+from benchcore.atomic import atomic_file, atomic_write_text
 
 
 class NonFiniteLossError(FloatingPointError):

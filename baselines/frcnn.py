@@ -37,8 +37,8 @@ from baselines._runtime import (JsonlLog, check_finite, load_checkpoint, load_re
                                 rng_state, sample_rng, save_checkpoint, seed_everything, set_rng_state)
 from baselines.mapping import TileIndex, boxes_to_coco, label_maps, scale_factors
 from baselines.sr_train import read_rgb, to_tensor
-from sdconet.utils.atomic import atomic_file
-from sdconet.utils.provenance import git_sha
+from benchcore.atomic import atomic_file
+from benchcore.provenance import git_sha
 
 _RESUME_KEYS = ("preset", "num_classes", "tile_size", "batch_size", "lr", "seed", "optimizer")
 

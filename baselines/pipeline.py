@@ -262,9 +262,9 @@ def det_eval_step(detector: str, weights: str | os.PathLike, image_set_dir: str 
     ``sr_metrics.json`` of the SR stage that made ``image_set_dir`` (its PSNR/SSIM over the ``split`` tiles goes
     into the ``sr`` block). Returns the metrics document.
     """
-    from sdconet.metrics.detection import coco_evaluate  # noqa: PLC0415
-    from sdconet.metrics.results import write_metrics  # noqa: PLC0415
-    from sdconet.utils.atomic import atomic_write_json  # noqa: PLC0415
+    from benchcore.metrics.detection import coco_evaluate  # noqa: PLC0415
+    from benchcore.metrics.results import write_metrics  # noqa: PLC0415
+    from benchcore.atomic import atomic_write_json  # noqa: PLC0415
 
     conf, explicit = _detector_cfg(detector, cfg, device)
     gt = partition_files(partition_dir, parts=(split,), required=(split,))[split]

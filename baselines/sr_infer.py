@@ -2,7 +2,7 @@
 
 Outputs: ``out_dir/<same name>.png`` for every LR image (uint8 RGB, rounded as BasicSR's
 ``tensor2img``) and ``out_dir/sr_metrics.json`` (per-tile + mean PSNR/SSIM from
-:mod:`sdconet.metrics.sr`, BasicSR conventions: Y channel, ``crop_border = scale``). The metrics writer is
+:mod:`benchcore.metrics.sr`, BasicSR conventions: Y channel, ``crop_border = scale``). The metrics writer is
 shared with the interpolation baselines (:mod:`baselines.interp`).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tqdm import tqdm
 from baselines._runtime import load_checkpoint, resolve_device
 from baselines.sr_models import build_sr_model
 from baselines.sr_train import IMAGE_EXTS, PairError, read_rgb, to_tensor
-from sdconet.utils.atomic import atomic_file, atomic_write_json
+from benchcore.atomic import atomic_file, atomic_write_json
 
 
 def save_png(path: Path, img: np.ndarray) -> None:
@@ -49,7 +49,7 @@ def process_folder(lr_dir: str | os.PathLike, out_dir: str | os.PathLike, upscal
     The SR image must be ``scale`` x the LR size; the HR tile is cropped to the SR size when HR was not a
     multiple of ``scale`` (LR = HR // scale), otherwise any size difference is an error naming the file.
     """
-    from sdconet.metrics.sr import psnr, ssim  # noqa: PLC0415
+    from benchcore.metrics.sr import psnr, ssim  # noqa: PLC0415
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

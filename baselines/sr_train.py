@@ -36,8 +36,8 @@ from baselines._runtime import (JsonlLog, NonFiniteLossError, check_finite, load
                                 rng_state, sample_rng, save_checkpoint, seed_everything, set_rng_state)
 from baselines.sr_models import build_sr_model, sr_model_spec
 from data_prep.errors import DataError
-from sdconet.utils.atomic import atomic_file
-from sdconet.utils.provenance import git_sha
+from benchcore.atomic import atomic_file
+from benchcore.provenance import git_sha
 
 __all__ = ["NonFiniteLossError", "Pair", "PairError", "PairPatchDataset", "list_pairs", "lr_at", "read_rgb",
            "to_tensor", "train_sr"]

@@ -2,7 +2,7 @@
 
 Offline and write-containment rules (see ``shared/docs/environment.md``):
 
-* ``import sdconet`` first sets ``YOLO_OFFLINE=1``, ``YOLO_AUTOINSTALL=0`` and ``YOLO_CONFIG_DIR`` (under
+* ``import benchcore`` first sets ``YOLO_OFFLINE=1``, ``YOLO_AUTOINSTALL=0`` and ``YOLO_CONFIG_DIR`` (under
   ``~/.cache/sdconet-bench``, with a local Arial.ttf), *before* ultralytics is imported, so its
   ``settings.json`` and font checks stay in that cache dir and nothing is downloaded.
 * Models are built from yaml (``yolov8n.yaml``); ``weights`` may name a local ``.pt`` to start from.
@@ -26,9 +26,9 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
-import sdconet  # noqa: F401  (offline defaults before ultralytics is imported)
+import benchcore  # noqa: F401  (offline defaults before ultralytics is imported)
 from baselines.mapping import TileIndex, boxes_to_coco, scale_factors, yolo_class_map
-from sdconet.utils.atomic import atomic_write_text
+from benchcore.atomic import atomic_write_text
 
 _SPLITS = ("train", "val", "test")
 _INTEGRATIONS = ("clearml", "comet", "dvc", "mlflow", "raytune", "tensorboard", "wandb")

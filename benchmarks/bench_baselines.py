@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from sdconet.metrics.efficiency import count_parameters, measure_latency  # noqa: E402
+from benchcore.metrics.efficiency import count_parameters, measure_latency  # noqa: E402
 
 
 def default_devices() -> list[str]:
@@ -45,7 +45,7 @@ def bench_sr(name: str, lr_size: int, scale: int, preset: str, device: str, warm
     row: dict[str, Any] = {"component": name, "stage": "SR", "input": f"{lr_size}->{lr_size * scale}",
                            "device": device, "batch": 1, "params_m": count_parameters(model) / 1e6}
     if flops:
-        from sdconet.efficiency_runner import count_gmac  # noqa: PLC0415
+        from compare.efficiency_runner import count_gmac  # noqa: PLC0415
 
         row["gmac"] = count_gmac(model, (x,))["gmac"]
     lat = measure_latency(model, x, device, warmup, runs)
@@ -57,7 +57,7 @@ def bench_sr(name: str, lr_size: int, scale: int, preset: str, device: str, warm
 def bench_detector(name: str, size: int, batch: int, num_classes: int, preset: str, device: str, warmup: int,
                    runs: int, flops: bool) -> list[dict[str, Any]]:
     """One detector at batch 1 and ``batch`` (images/s)."""
-    from sdconet.efficiency_runner import build_detector, count_gmac  # noqa: PLC0415
+    from compare.efficiency_runner import build_detector, count_gmac  # noqa: PLC0415
 
     fwd, flop_mod, n_params, _ = build_detector(name, num_classes, size, preset)
     gmac = count_gmac(flop_mod, (torch.rand(1, 3, size, size),))["gmac"] if flops else None

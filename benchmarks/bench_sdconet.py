@@ -107,10 +107,10 @@ def train_speed(model: nn.Module, images: torch.Tensor, targets: list[dict], sr_
 
 def bench(label: str, method: str, a: argparse.Namespace, device: str) -> dict[str, Any]:
     """Every figure of one model on one device."""
-    from sdconet.efficiency_runner import count_gmac  # noqa: PLC0415
-    from sdconet.metrics.efficiency import measure_latency  # noqa: PLC0415
+    from compare.efficiency_runner import count_gmac  # noqa: PLC0415
+    from benchcore.metrics.efficiency import measure_latency  # noqa: PLC0415
     from sdconet.summary import parameter_summary  # noqa: PLC0415
-    from sdconet.utils.provenance import device_string  # noqa: PLC0415
+    from benchcore.provenance import device_string  # noqa: PLC0415
 
     torch.manual_seed(0)
     model = build(method, a.preset, a.num_classes, a.scale)

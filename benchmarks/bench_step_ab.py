@@ -24,7 +24,7 @@ import json, sys, time, torch
 repo, runs = sys.argv[1], int(sys.argv[2])
 sys.path[:0] = [repo, repo + "/benchmarks"]
 from bench_sdconet import batch, build, train_speed
-from sdconet.metrics.efficiency import measure_latency
+from benchcore.metrics.efficiency import measure_latency
 def gmacs():
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024); a @ b
     t = time.perf_counter()

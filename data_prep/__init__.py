@@ -2,4 +2,4 @@
 
 See ``docs/formats.md`` for every on-disk format. Run ``python -m data_prep --help``.
 """
-import sdconet as _sdconet  # noqa: F401  (applies offline-safe library defaults)
+import benchcore as _benchcore  # noqa: F401  (applies offline-safe library defaults)

@@ -14,8 +14,8 @@ from typing import Any
 from data_prep.classes import CLASSES, categories
 from data_prep.errors import DataError, UnknownClassError
 from data_prep.parsers import RawImage
-from sdconet.utils.atomic import atomic_write_json
-from sdconet.utils.provenance import provenance
+from benchcore.atomic import atomic_write_json
+from benchcore.provenance import provenance
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from data_prep.errors import IMAGE_DECODE_ERRORS, CorruptImageError, DataError
-from sdconet.utils.atomic import atomic_dir, atomic_write_json
-from sdconet.utils.provenance import provenance
+from benchcore.atomic import atomic_dir, atomic_write_json
+from benchcore.provenance import provenance
 
 DEGRADATION_KERNELS: tuple[str, ...] = ("torch-bicubic", "matlab-bicubic", "bilinear")
 

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from data_prep.classes import DEMO_CLASSES
-from sdconet.utils.atomic import atomic_dir, atomic_write_json
+from benchcore.atomic import atomic_dir, atomic_write_json
 
 _GROUND = np.array([[96, 112, 64], [132, 118, 88], [78, 96, 58], [150, 140, 110]], dtype=np.float32)
 _WATER = np.array([38, 72, 118], dtype=np.float32)

@@ -16,8 +16,8 @@ from typing import Any
 from PIL import Image
 
 from data_prep.errors import IMAGE_DECODE_ERRORS, CorruptImageError, DataError, UnknownClassError
-from sdconet.utils.atomic import atomic_dir, atomic_write_json, atomic_write_text
-from sdconet.utils.provenance import provenance
+from benchcore.atomic import atomic_dir, atomic_write_json, atomic_write_text
+from benchcore.provenance import provenance
 
 LINK_MODES: tuple[str, ...] = ("hardlink", "symlink", "copy")
 

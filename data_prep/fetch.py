@@ -31,8 +31,8 @@ from data_prep.checksums import (download, file_digest, iter_members, normalise_
                                  verify_manifest)
 from data_prep.errors import ChecksumError, DataError, FetchError, SourceMissingError
 from data_prep.sources import DatasetSource, check_layout, dota_archive_parts, dota_target, get_source, hrrsd_target
-from sdconet.utils.atomic import atomic_write_json
-from sdconet.utils.provenance import provenance
+from benchcore.atomic import atomic_write_json
+from benchcore.provenance import provenance
 
 REPORT_NAME = "fetch_report.json"
 log = logging.getLogger(__name__)

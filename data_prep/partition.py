@@ -14,8 +14,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from data_prep.errors import DataError
-from sdconet.utils.atomic import atomic_write_json
-from sdconet.utils.provenance import provenance
+from benchcore.atomic import atomic_write_json
+from benchcore.provenance import provenance
 
 PARTS = ("train", "val", "test")
 DEFAULT_RATIOS: dict[str, float] = {"train": 0.7, "val": 0.1, "test": 0.2}

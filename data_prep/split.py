@@ -21,8 +21,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from data_prep.errors import IMAGE_DECODE_ERRORS, CorruptImageError, DataError
-from sdconet.utils.atomic import atomic_dir, atomic_write_json
-from sdconet.utils.provenance import provenance
+from benchcore.atomic import atomic_dir, atomic_write_json
+from benchcore.provenance import provenance
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,7 @@
-"""SDCoNet reimplementation and the shared benchmark utilities (metrics, provenance, atomic I/O).
+"""SDCoNet reimplementation: model, training engine, evaluation and the ``python -m sdconet`` CLI.
 
-Importing this package is cheap (no torch import) and applies offline-safe defaults for the
-libraries the suite drives (ultralytics, Hugging Face hub); see :mod:`sdconet.utils.offline`.
+Imports only :mod:`benchcore` below it (which applies the offline-safe library defaults on import).
 """
-from sdconet.utils.offline import apply_offline_defaults
+import benchcore as _benchcore  # noqa: F401  (applies offline-safe library defaults)
 
-apply_offline_defaults()
-
-__version__ = "0.1.0"
+__version__ = _benchcore.__version__

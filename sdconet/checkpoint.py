@@ -3,7 +3,7 @@
 A checkpoint is a ``torch.save`` dict: ``model``, ``optimizer``, ``scheduler``, ``scaler`` state dicts,
 ``epoch`` (the last *completed* 0-based epoch), ``global_step`` (optimiser steps), ``rng_states`` (one entry
 per rank: python, numpy, torch CPU and, when initialised, every CUDA device), ``config``, ``git_sha``,
-``extra`` and ``format`` (:data:`FORMAT_VERSION`). Files are written through :func:`sdconet.utils.atomic`
+``extra`` and ``format`` (:data:`FORMAT_VERSION`). Files are written through :func:`benchcore.atomic`
 (a temporary sibling renamed into place), so a crash mid-save never leaves a truncated file.
 
 The engine keeps ``out_dir/last.pt`` (a hard link to, or copy of, the newest ``epoch_XXX.pt``) and the newest
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from sdconet.utils.atomic import atomic_file
-from sdconet.utils.provenance import git_sha
+from benchcore.atomic import atomic_file
+from benchcore.provenance import git_sha
 
 FORMAT_VERSION = 1
 LAST = "last.pt"
@@ -76,7 +76,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
         extra: free-form JSON-like data (e.g. validation metrics).
         global_step: optimiser steps taken so far.
         rng_states: one :func:`capture_rng_state` per rank (default: this process's state only).
-        sha: git SHA to record (default: :func:`sdconet.utils.provenance.git_sha`).
+        sha: git SHA to record (default: :func:`benchcore.provenance.git_sha`).
     """
     state = {
         "format": FORMAT_VERSION,

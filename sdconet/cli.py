@@ -111,7 +111,7 @@ def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
     from sdconet.models.build import build_model, load_model_config  # noqa: PLC0415
     from sdconet.models.config import to_dict  # noqa: PLC0415
     from sdconet.train_config import TrainConfig  # noqa: PLC0415
-    from sdconet.utils.atomic import atomic_write_json  # noqa: PLC0415
+    from benchcore.atomic import atomic_write_json  # noqa: PLC0415
 
     data = Path(a.data).resolve()
     lr_dir = Path(a.lr_dir).resolve() if a.lr_dir else None

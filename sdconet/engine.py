@@ -37,8 +37,8 @@ from sdconet.data import build_loader, set_loader_epoch, targets_to
 from sdconet.evaluate import evaluate
 from sdconet.routing import RoutingSchedule, is_loss_term, routed_backward
 from sdconet.train_config import TrainConfig, build_optimizer, build_scheduler
-from sdconet.utils.atomic import atomic_write_text
-from sdconet.utils.provenance import git_sha
+from benchcore.atomic import atomic_write_text
+from benchcore.provenance import git_sha
 
 LOG_NAME = "train_log.jsonl"
 _RESUME_IGNORED = {"epochs", "workers", "log_every", "eval_every", "device", "keep_last", "eval_sr", "progress"}

@@ -8,7 +8,7 @@ Detections become COCO results: ``category_id = label + 1``, ``bbox = [x, y, w, 
 id. COCO AP keeps the ``max_dets`` highest-scoring boxes per image (the model may emit more, e.g. 300).
 
 SR metrics: the SR output and the HR reference (``target["hr"]`` with an offline LR set, else the
-normalised HR input) are de-normalised to uint8 RGB and scored with :mod:`sdconet.metrics.sr`. The default
+normalised HR input) are de-normalised to uint8 RGB and scored with :mod:`benchcore.metrics.sr`. The default
 follows the BasicSR convention (``crop_border = dataset.scale``, Y channel); spec section 10 row 12 recommends
 RGB without a border crop for SDCoNet numbers: pass ``crop_border=0, test_y_channel=False`` for that.
 """
@@ -24,9 +24,9 @@ from torch import Tensor, nn
 
 from sdconet.checkpoint import unwrap
 from sdconet.data import MEAN_255, STD_255, build_loader
-from sdconet.metrics.detection import coco_evaluate
-from sdconet.metrics.sr import psnr, ssim, tensor_to_uint8
-from sdconet.utils.atomic import atomic_write_json
+from benchcore.metrics.detection import coco_evaluate
+from benchcore.metrics.sr import psnr, ssim, tensor_to_uint8
+from benchcore.atomic import atomic_write_json
 
 
 def _to_uint8(x: Tensor) -> np.ndarray:
@@ -123,7 +123,7 @@ def write_run_metrics(out_path: str | Path, result: Mapping[str, Any], method: s
 
     ``result`` is what :func:`evaluate` returned. Returns the metrics document.
     """
-    from sdconet.metrics.results import write_metrics  # noqa: PLC0415  (jsonschema only when writing)
+    from benchcore.metrics.results import write_metrics  # noqa: PLC0415  (jsonschema only when writing)
 
     out_path = Path(out_path)
     doc = write_metrics(out_path, method=method, dataset=dataset, degradation=degradation, seed=seed,

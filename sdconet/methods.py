@@ -1,6 +1,6 @@
 """Map an SDCoNet row of ``config/experiments.tsv`` (the full model and its ablations) to config overrides.
 
-Columns used (the sheet is validated by :func:`sdconet.report.experiments.load_experiments`):
+Columns used (the sheet is validated by :func:`benchcore.experiments.load_experiments`):
 
 =====================  ==========================================================================
 ``saliency``           yes/no -> ``model.use_saliency``
@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sdconet.report.experiments import load_experiments
+from benchcore.experiments import load_experiments
 
 SHEET = Path(__file__).resolve().parents[1] / "config" / "experiments.tsv"
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from PIL import Image
 from baselines.cli import main
 from baselines.config import ConfigError, SRTrainConfig
 from baselines.pipeline import read_config, section
-from sdconet.metrics.results import read_metrics
+from benchcore.metrics.results import read_metrics
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 REPO = Path(__file__).resolve().parents[1]

@@ -17,8 +17,8 @@ from PIL import Image
 
 from baselines.frcnn import CocoTileDataset, build_frcnn, predict_frcnn, train_frcnn
 from data_prep.classes import categories
-from sdconet.metrics.detection import coco_evaluate
-from sdconet.metrics.results import read_metrics, write_metrics
+from benchcore.metrics.detection import coco_evaluate
+from benchcore.metrics.results import read_metrics, write_metrics
 
 pytestmark = pytest.mark.realdata
 REPO = Path(__file__).resolve().parents[1]

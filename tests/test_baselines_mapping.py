@@ -10,7 +10,7 @@ from baselines.config import ConfigError, FrcnnConfig, SRTrainConfig, YoloConfig
 from baselines.mapping import (TileIndex, boxes_to_coco, label_maps, map_detections_to_hr, scale_factors,
                                yolo_class_map)
 from data_prep.classes import categories
-from sdconet.metrics.detection import coco_evaluate
+from benchcore.metrics.detection import coco_evaluate
 
 
 def _tile_coco() -> dict:

@@ -1,4 +1,4 @@
-"""sdconet.efficiency_runner: one efficiency JSON per method id (tiny presets, 64 px HR tiles, 1 timed run)."""
+"""compare.efficiency_runner: one efficiency JSON per method id (tiny presets, 64 px HR tiles, 1 timed run)."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sdconet.efficiency_runner import count_gmac, main, measure_method, write_efficiency
-from sdconet.report.collect import efficiency_row
+from compare.efficiency_runner import count_gmac, main, measure_method, write_efficiency
+from compare.report.collect import efficiency_row
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning",
                                         "ignore::FutureWarning")
@@ -106,7 +106,7 @@ def test_sdconet_sr_branch_is_training_only_and_serial_variant_costs_more() -> N
 
 @needs_sdconet
 def test_counters_agree_on_sdconet() -> None:
-    from sdconet.efficiency_runner import build_method
+    from compare.efficiency_runner import build_method
 
     _, mm = build_method("sdconet", SHEET, num_classes=4, hr_size=HR, preset="tiny")
     x = torch.rand(1, 3, HR // 2, HR // 2)

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from sdconet.metrics.detection import COCO_KEYS, coco_evaluate, scale_boxes_to_hr, voc_map50
+from benchcore.metrics.detection import COCO_KEYS, coco_evaluate, scale_boxes_to_hr, voc_map50
 
 
 def _random_case(n_images: int = 20, n_cats: int = 4, seed: int = 0) -> tuple[dict, list[dict]]:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from sdconet.metrics.efficiency import count_flops, count_parameters, measure_latency, parameter_breakdown
+from benchcore.metrics.efficiency import count_flops, count_parameters, measure_latency, parameter_breakdown
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from PIL import Image
 from scipy.ndimage import gaussian_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from sdconet.metrics.sr import psnr, sr_metrics, ssim, tensor_to_uint8
+from benchcore.metrics.sr import psnr, sr_metrics, ssim, tensor_to_uint8
 
 CROP = 4
 

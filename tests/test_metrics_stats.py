@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from sdconet.metrics.detection import coco_evaluate, load_gt
-from sdconet.metrics.results import MetricsValidationError, read_metrics, write_metrics
-from sdconet.metrics.stats import _resample, bootstrap_ci, seed_summary
+from benchcore.metrics.detection import coco_evaluate, load_gt
+from benchcore.metrics.results import MetricsValidationError, read_metrics, write_metrics
+from benchcore.metrics.stats import _resample, bootstrap_ci, seed_summary
 
 
 def _random_case(n_images: int, seed: int, n_cats: int = 4) -> tuple[dict, list[dict]]:
@@ -123,8 +123,8 @@ def test_add_bootstrap_writes_cis_into_metrics_json(tmp_path):
     """The pipeline's per-run CI step: extra.bootstrap holds AP / AP_s intervals that contain the point."""
     import json
 
-    from sdconet.metrics.detection import coco_evaluate
-    from sdconet.metrics.results import add_bootstrap, read_metrics, write_metrics
+    from benchcore.metrics.detection import coco_evaluate
+    from benchcore.metrics.results import add_bootstrap, read_metrics, write_metrics
 
     images = [{"id": i, "width": 100, "height": 100, "file_name": f"{i}.png"} for i in range(1, 13)]
     anns, dets = [], []

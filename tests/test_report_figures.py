@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from sdconet.report import figures as F
-from sdconet.report.__main__ import main as cli_main
-from sdconet.report.collect import collect_efficiency, collect_runs
-from sdconet.report.experiments import load_experiments, select
-from sdconet.report.html import build_report
+from compare.report import figures as F
+from compare.report.__main__ import main as cli_main
+from compare.report.collect import collect_efficiency, collect_runs
+from benchcore.experiments import load_experiments, select
+from compare.report.html import build_report
 from test_report_tables import CONFIG, METHODS, SHEET, make_results
 
 

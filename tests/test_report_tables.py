@@ -11,12 +11,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sdconet.metrics.results import write_metrics
-from sdconet.report.collect import (ResultsError, collect_efficiency, collect_runs, expected_runs,
+from benchcore.metrics.results import write_metrics
+from compare.report.collect import (ResultsError, collect_efficiency, collect_runs, expected_runs,
                                     missing_runs)
-from sdconet.report.experiments import ExperimentsError, load_experiments, select
-from sdconet.report.reference import ReferenceError, load_reference, reference_table
-from sdconet.report.tables import (ablation_table, degradation_table, efficiency_table, main_table,
+from benchcore.experiments import ExperimentsError, load_experiments, select
+from compare.report.reference import ReferenceError, load_reference, reference_table
+from compare.report.tables import (ablation_table, degradation_table, efficiency_table, main_table,
                                    per_class_table, sr_table, write_table)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -258,10 +258,10 @@ def test_reference_file_validation(tmp_path, repo_root):
 
 
 def test_significance_table_reads_bootstrap_blocks(tmp_path):
-    from sdconet.metrics.results import write_metrics
-    from sdconet.report.collect import collect_runs
-    from sdconet.report.experiments import load_experiments
-    from sdconet.report.tables import significance_table
+    from benchcore.metrics.results import write_metrics
+    from compare.report.collect import collect_runs
+    from benchcore.experiments import load_experiments
+    from compare.report.tables import significance_table
 
     det = {k: 0.5 for k in ("AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l", "AR1", "AR10", "AR100", "AR_s", "AR_m", "AR_l")}
     det["per_class"] = {"vehicle": 0.5}
@@ -281,8 +281,8 @@ def test_significance_table_reads_bootstrap_blocks(tmp_path):
 def test_job_cost_table_from_snakemake_benchmark_files(tmp_path):
     import pytest
 
-    from sdconet.report.collect import ResultsError, collect_job_costs
-    from sdconet.report.tables import job_cost_table
+    from compare.report.collect import ResultsError, collect_job_costs
+    from compare.report.tables import job_cost_table
 
     head = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
     for rel, wall, rss in [("sdconet/demo/x2/sdconet/seed0/train.tsv", 12.5, 900.0),

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from sdconet.cli import main
-from sdconet.metrics.results import read_metrics
+from benchcore.metrics.results import read_metrics
 
 TINY = "config/sdconet/tiny.yaml"
 

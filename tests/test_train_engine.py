@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from sdconet.data import TileDataset, build_loader, collate, set_loader_epoch
 from sdconet.engine import NonFiniteLossError, train
 from sdconet.evaluate import evaluate, write_run_metrics
-from sdconet.metrics.results import read_metrics
+from benchcore.metrics.results import read_metrics
 from sdconet.train_config import TrainConfig, TrainConfigError, WarmupMultiStep, build_optimizer
 
 

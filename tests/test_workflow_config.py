@@ -65,7 +65,7 @@ def _job_counts(out: str) -> dict[str, int]:
 def test_paper_dry_run_lists_every_expected_job_without_data(repo_root, tmp_path):
     import yaml
 
-    from sdconet.report.experiments import load_experiments
+    from benchcore.experiments import load_experiments
 
     r = _smk(repo_root, "-n", "--cores", "8", "all", "--configfile", str(repo_root / "config" / "paper.yaml"),
              "--config", f"results_dir={tmp_path}/results")

@@ -47,7 +47,7 @@ import os
 import sys
 
 sys.path.insert(0, workflow.basedir)  # the in-repo packages, also when rules run under --use-conda
-from sdconet.report.experiments import load_experiments  # noqa: E402
+from benchcore.experiments import load_experiments  # noqa: E402
 from data_prep.classes import CLASSES  # noqa: E402
 
 def repo_path(path):

@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821  (repo root)
-from sdconet.utils.smk import setup_job  # noqa: E402
+from benchcore.smk import setup_job  # noqa: E402
 
 setup_job(snakemake)  # noqa: F821
 

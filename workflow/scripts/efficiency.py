@@ -1,13 +1,13 @@
-"""Rule efficiency: params / FLOPs / latency of one method (sdconet.efficiency_runner)."""
+"""Rule efficiency: params / FLOPs / latency of one method (compare.efficiency_runner)."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821  (repo root)
-from sdconet.utils.smk import setup_job  # noqa: E402
+from benchcore.smk import setup_job  # noqa: E402
 
 setup_job(snakemake)  # noqa: F821
 
-from sdconet.efficiency_runner import measure_method, write_efficiency  # noqa: E402
+from compare.efficiency_runner import measure_method, write_efficiency  # noqa: E402
 
 e = snakemake.params.eff  # noqa: F821
 for out in snakemake.output:  # noqa: F821

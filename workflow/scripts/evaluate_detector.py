@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821  (repo root)
-from sdconet.utils.smk import setup_job  # noqa: E402
+from benchcore.smk import setup_job  # noqa: E402
 
 setup_job(snakemake)  # noqa: F821
 
@@ -19,7 +19,7 @@ det_eval_step(p.detector, weights, inp.images, Path(inp.parts[0]).parent, snakem
               method=wc.method, dataset=wc.dataset, degradation=wc.degradation, seed=int(wc.seed),
               sr_metrics=sr_metrics, cfg=section(read_config(p.cfg), sec))
 
-from sdconet.metrics.results import add_bootstrap  # noqa: E402
+from benchcore.metrics.results import add_bootstrap  # noqa: E402
 
 # 95 % CIs of AP / AP_s over test images (report: bootstrap replicates; 0 = off).
 add_bootstrap(snakemake.output.metrics, Path(inp.parts[0]).parent / "test.json", n_boot=p.n_boot)  # noqa: F821

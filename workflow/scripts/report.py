@@ -3,11 +3,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821  (repo root)
-from sdconet.utils.smk import setup_job  # noqa: E402
+from benchcore.smk import setup_job  # noqa: E402
 
 setup_job(snakemake)  # noqa: F821
 
-from sdconet.report.html import build_report  # noqa: E402
+from compare.report.html import build_report  # noqa: E402
 
 R = Path(snakemake.output[0]).parent  # noqa: F821
 build_report(R, dict(snakemake.config), snakemake.input.experiments, snakemake.output[0],  # noqa: F821

@@ -3,12 +3,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).resolve().parents[1]))  # noqa: F821  (repo root)
-from sdconet.utils.smk import setup_job  # noqa: E402
+from benchcore.smk import setup_job  # noqa: E402
 
 setup_job(snakemake)  # noqa: F821
 
 from baselines.pipeline import read_config, section, sr_train_step  # noqa: E402
-from sdconet.utils.atomic import atomic_write_json  # noqa: E402
+from benchcore.atomic import atomic_write_json  # noqa: E402
 
 wc = snakemake.wildcards  # noqa: F821
 cfg = {**section(read_config(snakemake.params.cfg), "sr", wc.sr_model), "seed": int(wc.seed)}  # noqa: F821

@@ -1,8 +1,8 @@
 """One efficiency measurement per method id of ``config/experiments.tsv``: parameters, FLOPs, latency, memory.
 
-Writes the report's ``RESULTS/efficiency/{method}.json`` (read by :func:`sdconet.report.collect.efficiency_row`)::
+Writes the report's ``RESULTS/efficiency/{method}.json`` (read by :func:`compare.report.collect.efficiency_row`)::
 
-    python -m sdconet.efficiency_runner --method frcnn_edsr --experiments config/experiments.tsv --num-classes 10 \
+    python -m compare.efficiency_runner --method frcnn_edsr --experiments config/experiments.tsv --num-classes 10 \
         --hr-size 512 --preset paper --out results/efficiency/frcnn_edsr.json [--device cuda] [--counter torch]
 
 What is measured (spec Appendix A conventions; weights are random, which changes no count and no timing):
@@ -20,7 +20,7 @@ What is measured (spec Appendix A conventions; weights are random, which changes
 * FLOPs (inference path, batch 1): fvcore multiply-adds (GMAC) by default, ``torch`` = FlopCounterMode / 2.
   Fused attention (``F.scaled_dot_product_attention``) is counted as its two matmuls (a custom fvcore handle;
   the math backend under the torch counter): both counters skip it otherwise.
-* Latency: :func:`sdconet.metrics.efficiency.measure_latency` at batch 1 and at ``max(batch_sizes)``.
+* Latency: :func:`benchcore.metrics.efficiency.measure_latency` at batch 1 and at ``max(batch_sizes)``.
 """
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sdconet.metrics.efficiency import count_flops, count_parameters, measure_latency
-from sdconet.utils.atomic import atomic_write_json
+from benchcore.metrics.efficiency import count_flops, count_parameters, measure_latency
+from benchcore.atomic import atomic_write_json
 
 WEIGHTS_NOTE = "random initialisation (parameter counts, FLOPs and timings do not depend on trained values)"
 YOLO_NMS = {"conf_thres": 0.001, "iou_thres": 0.6, "max_det": 300}
@@ -70,7 +70,7 @@ def _params_frozen(module: nn.Module) -> Iterator[None]:
 
 
 def count_gmac(module: nn.Module, inputs: tuple | torch.Tensor, counter: str = "fvcore") -> dict[str, Any]:
-    """:func:`sdconet.metrics.efficiency.count_flops` with fused attention counted (see the module docstring).
+    """:func:`benchcore.metrics.efficiency.count_flops` with fused attention counted (see the module docstring).
 
     Deformable attention samples through ``grid_sample`` while counting (neither counter counts it, as on the
     official code), not through the CPU kernel's dense interpolation matrix for small levels, whose matrix
@@ -268,7 +268,7 @@ def build_sdconet(method_id: str, experiments_path: str | Path, num_classes: int
 def build_method(method_id: str, experiments_path: str | Path, num_classes: int, hr_size: int = 512, scale: int = 2,
                  preset: str = "paper") -> tuple[dict[str, str], MethodModels]:
     """(experiments row, models) of ``method_id``."""
-    from sdconet.report.experiments import load_experiments  # noqa: PLC0415
+    from benchcore.experiments import load_experiments  # noqa: PLC0415
 
     rows = {r["id"]: r for r in load_experiments(experiments_path).to_dict(orient="records")}
     if method_id not in rows:
@@ -294,7 +294,7 @@ def measure_method(method_id: str, experiments_path: str | Path, num_classes: in
                    scale: int = 2, preset: str = "paper", device: str = "cpu", warmup: int = 2, runs: int = 5,
                    batch_sizes: Sequence[int] = (1, 4), counter: str = "fvcore") -> dict[str, Any]:
     """Efficiency of one method in the report's format (see the module docstring)."""
-    from sdconet.utils.provenance import device_string, provenance  # noqa: PLC0415
+    from benchcore.provenance import device_string, provenance  # noqa: PLC0415
 
     torch.manual_seed(0)  # the random initialisation (no count or timing depends on it)
     row, mm = build_method(method_id, experiments_path, num_classes, hr_size, scale, preset)
@@ -333,7 +333,7 @@ def write_efficiency(path: str | Path, result: dict[str, Any]) -> Path:
     """Validate ``result`` against the report's schema and write it atomically (file stem must be the method)."""
     import jsonschema  # noqa: PLC0415
 
-    from sdconet.report.collect import EFFICIENCY_SCHEMA  # noqa: PLC0415
+    from compare.report.collect import EFFICIENCY_SCHEMA  # noqa: PLC0415
 
     path = Path(path)
     if result.get("method") != path.stem:
@@ -347,7 +347,7 @@ def write_efficiency(path: str | Path, result: dict[str, Any]) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: measure one method and write its efficiency JSON (``error: ...`` and status 2 on bad input)."""
-    p = argparse.ArgumentParser(prog="python -m sdconet.efficiency_runner", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m compare.efficiency_runner", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", required=True)
     p.add_argument("--experiments", default="config/experiments.tsv", type=Path)

@@ -17,8 +17,8 @@ import jsonschema
 import pandas as pd
 import yaml
 
-from sdconet.report.experiments import SCHEMA_DIR
-from sdconet.report.tables import MISSING, summary
+from benchcore.experiments import SCHEMA_DIR
+from compare.report.tables import MISSING, summary
 
 REFERENCE_SCHEMA_PATH = SCHEMA_DIR / "reference.schema.yaml"
 #: Reference metric -> scale applied to the stored run value to reach the reference's unit.

@@ -1,6 +1,6 @@
 """Report tables: pure functions from collected DataFrames to display DataFrames, and one writer.
 
-Inputs are :func:`~sdconet.report.collect.collect_runs` / ``collect_efficiency`` frames and the experiments
+Inputs are :func:`~compare.report.collect.collect_runs` / ``collect_efficiency`` frames and the experiments
 sheet. Every table has a ``source`` column listing the result files its numbers come from (kept in the CSV,
 dropped from Markdown / LaTeX). AP-family numbers are shown in percent with one decimal, as ``mean ± std``
 over seeds (sample std) when more than one seed is present; ``n`` is the number of seeds. A method of the
@@ -14,9 +14,9 @@ from typing import Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from sdconet.metrics.stats import seed_summary
-from sdconet.report.latex import to_latex, to_markdown
-from sdconet.utils.atomic import atomic_write_text
+from benchcore.metrics.stats import seed_summary
+from compare.report.latex import to_latex, to_markdown
+from benchcore.atomic import atomic_write_text
 
 MISSING, NA = "missing", "n/a"
 AP_COLUMNS = ["AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l"]

@@ -15,14 +15,14 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 import yaml
 
-from sdconet.report import figures as F
-from sdconet.report import tables as T
-from sdconet.report.collect import (collect_efficiency, collect_job_costs, collect_runs, expected_runs,
+from compare.report import figures as F
+from compare.report import tables as T
+from compare.report.collect import (collect_efficiency, collect_job_costs, collect_runs, expected_runs,
                                     missing_runs, qualitative_items)
-from sdconet.report.experiments import load_experiments, select
-from sdconet.report.latex import best_cells
-from sdconet.report.reference import load_reference, reference_table
-from sdconet.utils.atomic import atomic_dir, atomic_write_text
+from benchcore.experiments import load_experiments, select
+from compare.report.latex import best_cells
+from compare.report.reference import load_reference, reference_table
+from benchcore.atomic import atomic_dir, atomic_write_text
 
 _AP_BEST = {c: "max" for c in T.AP_COLUMNS} | {"Params (M)": "min", "GMAC": "min", "Latency (ms)": "min"}
 _CSS = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}table{border-collapse:collapse;"
@@ -190,7 +190,7 @@ def build_report(results_dir: str | Path, config: Mapping[str, Any] | str | Path
         experiments_path: the experiments sheet.
         out_dir: the report folder, rebuilt atomically (must not be ``results_dir`` or contain it).
         seeds: the seeds every run should have; runs with other seeds are left out (and counted in a note).
-        reference_path: optional reference numbers (see :mod:`sdconet.report.reference`).
+        reference_path: optional reference numbers (see :mod:`compare.report.reference`).
         methods: restrict to these method ids (None = the whole sheet).
 
     Returns:

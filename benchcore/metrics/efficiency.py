@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from sdconet.utils.provenance import device_string
+from benchcore.provenance import device_string
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import jsonschema
 import pandas as pd
 
-from sdconet.metrics.results import MetricsValidationError, read_metrics
+from benchcore.metrics.results import MetricsValidationError, read_metrics
 
 KEYS = ["dataset", "degradation", "method", "seed"]
 DETECTION_METRICS = ["AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l", "AR1", "AR10", "AR100", "AR_s", "AR_m", "AR_l"]
@@ -153,7 +153,7 @@ def expected_runs(config: Mapping[str, Any], experiments: pd.DataFrame, seeds: l
 
     Args:
         config: the workflow config (``datasets`` and ``degradations`` mappings).
-        experiments: :func:`~sdconet.report.experiments.load_experiments` output.
+        experiments: :func:`~benchcore.experiments.load_experiments` output.
         seeds: seeds every method should have.
         methods: restrict to these method ids (None = every sheet row).
 
@@ -193,7 +193,7 @@ def _first_file(*candidates: Path) -> Path | None:
 
 def qualitative_items(results_dir: str | Path, run: Mapping[str, Any], max_images: int = 3,
                       sr_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """Inputs for :func:`~sdconet.report.figures.qualitative_grid` from one run that has ``detections.json``.
+    """Inputs for :func:`~compare.report.figures.qualitative_grid` from one run that has ``detections.json``.
 
     Looks for the test ground truth ``data/{dataset}/partition/test.json``, HR tiles under ``data/{dataset}/tiles``,
     LR copies under ``data/{dataset}/{degradation}/lr`` and SR outputs (optional) under ``sr_dir`` (default

@@ -16,7 +16,7 @@ import jsonschema
 import pandas as pd
 import yaml
 
-SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[1] / "workflow" / "schemas"
 EXPERIMENTS_SCHEMA_PATH = SCHEMA_DIR / "experiments.schema.yaml"
 
 #: Columns every sheet has, in order (``notes`` is optional).

@@ -1,4 +1,4 @@
-"""``python -m sdconet.report``: build the report (tables, figures, index.html) from a results folder."""
+"""``python -m compare.report``: build the report (tables, figures, index.html) from a results folder."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ from pathlib import Path
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see ``--help``)."""
-    p = argparse.ArgumentParser(prog="python -m sdconet.report", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m compare.report", description=__doc__)
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default: results)")
     p.add_argument("--config", type=Path, default=Path("config/config.yaml"), help="workflow config YAML")
     p.add_argument("--experiments", type=Path, default=Path("config/experiments.tsv"), help="experiments sheet")
@@ -22,10 +22,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Build the report; print the index.html path. Returns the exit status."""
     args = parse_args(argv)
-    from sdconet.report.collect import ResultsError  # noqa: PLC0415
-    from sdconet.report.experiments import ExperimentsError  # noqa: PLC0415
-    from sdconet.report.html import build_report  # noqa: PLC0415
-    from sdconet.report.reference import ReferenceError  # noqa: PLC0415
+    from compare.report.collect import ResultsError  # noqa: PLC0415
+    from benchcore.experiments import ExperimentsError  # noqa: PLC0415
+    from compare.report.html import build_report  # noqa: PLC0415
+    from compare.report.reference import ReferenceError  # noqa: PLC0415
 
     try:
         index = build_report(args.results, args.config, args.experiments, args.out or args.results / "report",

@@ -1,7 +1,7 @@
 """The ``metrics.json`` every run writes (``docs/formats.md`` section 6), its schema, writer and reader.
 
 Path grammar: ``results/{dataset}/{degradation}/{method}/seed{seed}/metrics.json``. Detection metrics are
-COCO numbers from :func:`sdconet.metrics.detection.coco_evaluate` (floats in [0, 1], None where a size bin
+COCO numbers from :func:`benchcore.metrics.detection.coco_evaluate` (floats in [0, 1], None where a size bin
 has no GT); ``sr`` is ``{"psnr", "ssim", ...}`` or null for methods without an SR output; ``efficiency``
 is free-form (params, gmac/gflops with their counter, latency) or null.
 """
@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 import jsonschema
 
-from sdconet.utils.atomic import atomic_write_json
-from sdconet.utils.provenance import provenance
+from benchcore.atomic import atomic_write_json
+from benchcore.provenance import provenance
 
 _UNIT = {"type": ["number", "null"], "minimum": 0, "maximum": 1}
 _DETECTION_KEYS = ("AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l", "AR100")
@@ -80,7 +80,7 @@ def write_metrics(path: str | Path, *, method: str, dataset: str, degradation: s
     """Validate and atomically write one run's ``metrics.json``; return the document written.
 
     ``provenance`` (git SHA, config hash + config, device string, versions, time) is added from
-    :func:`sdconet.utils.provenance.provenance`. Per-image lists in ``sr`` are kept as given; pass a
+    :func:`benchcore.provenance.provenance`. Per-image lists in ``sr`` are kept as given; pass a
     trimmed dict if they are large. An infinite PSNR (identical images) is written as ``Infinity``, the
     JSON extension Python's ``json`` reads back as ``inf``.
     """
@@ -113,12 +113,12 @@ def add_bootstrap(metrics_path: str | Path, gt: Mapping[str, Any] | str | Path, 
     """Add percentile-bootstrap CIs over test images (``extra.bootstrap``) to an existing ``metrics.json``.
 
     Reads ``detections.json`` beside ``metrics_path``, resamples the test images of ``gt`` ``n_boot`` times
-    (:func:`sdconet.metrics.stats.bootstrap_ci`), and rewrites the file atomically after re-validating it.
+    (:func:`benchcore.metrics.stats.bootstrap_ci`), and rewrites the file atomically after re-validating it.
     ``n_boot <= 0`` leaves the file untouched. Returns the (updated) document.
     """
     import json  # noqa: PLC0415
 
-    from sdconet.metrics.stats import bootstrap_ci  # noqa: PLC0415
+    from benchcore.metrics.stats import bootstrap_ci  # noqa: PLC0415
 
     path = Path(metrics_path)
     doc = read_metrics(path)

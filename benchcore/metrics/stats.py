@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from sdconet.metrics.detection import COCO_KEYS, _check_detections, _evaluate, load_gt
+from benchcore.metrics.detection import COCO_KEYS, _check_detections, _evaluate, load_gt
 
 
 def seed_summary(values: Sequence[float]) -> dict[str, Any]:
@@ -43,7 +43,7 @@ def bootstrap_ci(gt: dict | str | Path, detections: list[dict], metric: str = "A
     """Percentile bootstrap confidence interval of a COCO metric, resampling **test images** with replacement.
 
     Each replicate draws ``num_images`` images with replacement, copies them (with their annotations and
-    detections) under new image ids, and scores the set with :func:`~sdconet.metrics.detection.coco_evaluate`'s
+    detections) under new image ids, and scores the set with :func:`~benchcore.metrics.detection.coco_evaluate`'s
     engine. Replicates where the metric is undefined (e.g. no small GT drawn for ``AP_s``) are dropped and
     counted in ``n_valid``. Deterministic for a given ``seed``.
 

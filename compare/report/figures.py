@@ -19,8 +19,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from sdconet.report.tables import summary  # noqa: E402
-from sdconet.utils.atomic import atomic_write_bytes  # noqa: E402
+from compare.report.tables import summary  # noqa: E402
+from benchcore.atomic import atomic_write_bytes  # noqa: E402
 
 DPI = 150
 

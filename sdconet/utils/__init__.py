@@ -1,1 +1,0 @@
-"""Small, dependency-light helpers shared by every package of the suite."""
