@@ -1,6 +1,9 @@
 # sdconet-bench: the one entry point.
 #   snakemake --cores 2 all                                   # the embedded demo (default config)
 #   snakemake --cores 8 --use-conda all --configfile config/paper.yaml
+import sys
+from pathlib import Path
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -14,10 +17,21 @@ if not config.get("datasets"):
 
 
 
+# A typo fails in one line naming the file, the dotted key and the nearest valid key; snakemake's validate then
+# fills the schema's defaults.
+sys.path.insert(0, workflow.basedir)
+from benchcore.config import validate_workflow_config
+
+validate_workflow_config(
+    config,
+    Path(workflow.basedir) / "workflow/schemas/config.schema.yaml",
+    workflow.configfiles[-1] if workflow.configfiles else "config/config.yaml",
+)
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/runspec.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/degrade.smk"
 include: "workflow/rules/sdconet.smk"

@@ -2,7 +2,7 @@
 :mod:`baselines.pipeline`, which the Snakemake scripts call too).
 
     python -m baselines sr-train --model edsr --pairs results/data/nwpu/bicubic_x2/pairs --out runs/sr/edsr \
-        [--scale 2] [--config config/baselines/paper.yaml] [--set sr.iters=1000 ...] [--resume]
+        [--scale 2 (default: the pairs' manifest)] [--config config/baselines/paper.yaml] [--set sr.iters=1000 ...] [--resume]
     python -m baselines sr-infer (--checkpoint runs/sr/edsr/model.pth | --interp bicubic) \
         --lr results/data/nwpu/bicubic_x2/lr [--hr results/data/nwpu/tiles/images] --out runs/sr/edsr/sr [--scale 2]
     python -m baselines det-train --detector frcnn --images runs/sr/edsr/sr --partition results/data/nwpu/partition \
@@ -34,11 +34,24 @@ def _config(a: argparse.Namespace, default_section: str) -> dict[str, dict[str, 
     return read_config(a.config, parse_sets(a.set, default_section))
 
 
+def _scale(a: argparse.Namespace, folder: Path, what: str) -> int:
+    """``--scale``, else the ``scale`` of ``folder/manifest.json`` (written by the data stage's degrade and
+    export-basicsr steps): the run's degradation owns the scale, nothing here defaults it."""
+    if a.scale is not None:
+        return int(a.scale)
+    man = Path(folder) / "manifest.json"
+    if man.is_file() and json.loads(man.read_text(encoding="utf-8")).get("scale") is not None:
+        return int(json.loads(man.read_text(encoding="utf-8"))["scale"])
+    raise ValueError(f"no --scale and no scale in {man} (the {what} folder of `python -m data_prep`)")
+
+
 def _cmd_sr_train(a: argparse.Namespace) -> dict[str, Any]:
     from baselines.pipeline import section, sr_train_step  # noqa: PLC0415
 
     cfg = section(_config(a, "sr"), "sr", a.model)
-    cfg.update({k: v for k, v in (("scale", a.scale), ("device", a.device)) if v is not None})
+    cfg["scale"] = _scale(a, a.pairs, "export-basicsr")
+    if a.device is not None:
+        cfg["device"] = a.device
     return sr_train_step(a.model, a.pairs, a.out, cfg, resume=a.resume)
 
 
@@ -46,7 +59,8 @@ def _cmd_sr_infer(a: argparse.Namespace) -> dict[str, Any]:
     from baselines.pipeline import section, sr_step  # noqa: PLC0415
 
     cfg = section(_config(a, "sr_infer"), "sr_infer")
-    doc = sr_step(a.interp, a.lr, a.out, hr_dir=a.hr, checkpoint=a.checkpoint, scale=a.scale, cfg=cfg,
+    scale = a.scale if a.checkpoint is not None else _scale(a, a.lr, "degrade")  # a checkpoint knows its scale
+    doc = sr_step(a.interp, a.lr, a.out, hr_dir=a.hr, checkpoint=a.checkpoint, scale=scale, cfg=cfg,
                   device=a.device or "auto")
     return {k: v for k, v in doc.items() if k != "per_tile"} | {"out": str(a.out)}
 
@@ -92,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", required=True, choices=SR_LEARNED)
     t.add_argument("--pairs", required=True, type=Path, help="export-basicsr folder (<part>/HR, <part>/LR)")
     t.add_argument("--out", required=True, type=Path)
-    t.add_argument("--scale", type=int, help="SR factor (default: the config's, else 2)")
+    t.add_argument("--scale", type=int, help="SR factor (default: the scale in PAIRS/manifest.json)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pt")
     _common(t, "sr")
     t.set_defaults(func=_cmd_sr_train)
@@ -104,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--lr", required=True, type=Path, help="folder of LR tiles")
     i.add_argument("--hr", type=Path, help="folder of HR tiles (same names): PSNR/SSIM in OUT/sr_metrics.json")
     i.add_argument("--out", required=True, type=Path)
-    i.add_argument("--scale", type=int, help="SR factor (default: the checkpoint's; 2 for --interp)")
+    i.add_argument("--scale", type=int, help="SR factor (default: the checkpoint's; for --interp the scale in "
+                   "LR/manifest.json)")
     _common(i, "sr_infer")
     i.set_defaults(func=_cmd_sr_infer)
 

@@ -1,7 +1,8 @@
 """Run configurations of the serial baselines (SR training/inference, YOLO, Faster R-CNN).
 
-Each config is a frozen dataclass; ``from_dict`` rejects unknown keys with an error naming the key (and
-the config and source), so a typo in a Snakemake/YAML config never falls back silently to a default.
+Each config is a frozen dataclass; ``from_dict`` (:func:`benchcore.config.from_dict`) rejects unknown keys with an
+error naming the source, the key, the config class and the closest valid key, and values of the wrong type, so a
+typo in a Snakemake/YAML config never falls back silently to a default.
 ``to_kwargs()`` gives the keyword arguments of the matching library function.
 """
 from __future__ import annotations
@@ -10,10 +11,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Mapping, TypeVar
 
+from benchcore import config as _config
+
 T = TypeVar("T", bound="_Config")
 
 
-class ConfigError(ValueError):
+class ConfigError(_config.ConfigError):
     """An unknown key, a missing required key or a bad value in a baseline config."""
 
 
@@ -23,17 +26,8 @@ class _Config:
 
     @classmethod
     def from_dict(cls: type[T], data: Mapping[str, Any] | None, source: str = "config") -> T:
-        """Build from a mapping; raise :class:`ConfigError` on an unknown or missing key."""
-        data = dict(data or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ConfigError(f"{source}: unknown key {key!r} for {cls.__name__}; "
-                                  f"valid keys: {', '.join(sorted(known))}")
-        try:
-            obj = cls(**data)
-        except TypeError as exc:  # a required field is missing
-            raise ConfigError(f"{source}: {cls.__name__}: {exc}") from None
+        """Build from a mapping; raise :class:`ConfigError` on an unknown key, a missing key or a bad value."""
+        obj = _config.from_dict(cls, data, source=source, error=ConfigError)
         obj.validate(source)
         return obj
 
@@ -56,6 +50,12 @@ def _positive(source: str, cfg: _Config, *names: str) -> None:
             raise ConfigError(f"{source}: {type(cfg).__name__}.{n} must be > 0, got {v!r}")
 
 
+def _scale_set(source: str, cfg: _Config) -> None:
+    if cfg.scale is None:  # type: ignore[attr-defined]
+        raise ConfigError(f"{source}: {type(cfg).__name__}.scale is not set: it is the run's degradation scale "
+                          f"(set by the run spec, or --scale on the command line)")
+
+
 def _choice(source: str, cfg: _Config, name: str, choices: tuple[Any, ...]) -> None:
     v = getattr(cfg, name)
     if v not in choices:
@@ -67,7 +67,8 @@ class SRTrainConfig(_Config):
     """:func:`baselines.sr_train.train_sr` (paths are passed separately)."""
 
     model_name: str = "edsr"
-    scale: int = 2
+    #: The run's degradation scale (no default: the run spec or the CLI's ``--scale`` sets it).
+    scale: int | None = None
     preset: str = "paper"
     iters: int = 100_000
     batch_size: int = 16
@@ -84,6 +85,7 @@ class SRTrainConfig(_Config):
     def validate(self, source: str = "config") -> None:  # noqa: D102
         _choice(source, self, "model_name", ("edsr", "rrdb", "swinir"))
         _choice(source, self, "preset", ("paper", "tiny"))
+        _scale_set(source, self)
         _choice(source, self, "scale", (1, 2, 3, 4, 8))
         _positive(source, self, "iters", "batch_size", "patch_size", "lr", "checkpoint_every", "log_every")
         if self.patch_size % self.scale:
@@ -95,7 +97,8 @@ class SRInferConfig(_Config):
     """:func:`baselines.sr_infer.infer_sr` / :func:`baselines.interp.upscale_folder` options."""
 
     method: str = "edsr"
-    scale: int = 2
+    #: The run's degradation scale (no default: the run spec, the checkpoint or the CLI's ``--scale`` sets it).
+    scale: int | None = None
     crop_border: int | None = None
     test_y_channel: bool = True
     tile: int | None = None
@@ -103,6 +106,7 @@ class SRInferConfig(_Config):
 
     def validate(self, source: str = "config") -> None:  # noqa: D102
         _choice(source, self, "method", ("edsr", "rrdb", "swinir", "bicubic", "nearest"))
+        _scale_set(source, self)
         _positive(source, self, "scale", "tile")
 
     def to_kwargs(self) -> dict[str, Any]:
@@ -119,7 +123,8 @@ class YoloConfig(_Config):
 
     model: str = "yolov8n.yaml"
     epochs: int = 100
-    imgsz: int = 512
+    #: Train / predict size; None: the native size of the images (HR / SR tiles: the HR tile; LR tiles: HR / scale).
+    imgsz: int | None = None
     batch: int = 16
     seed: int = 0
     device: str = "cpu"

@@ -21,6 +21,7 @@ import yaml
 
 from baselines.config import ConfigError, FrcnnConfig, SRInferConfig, SRTrainConfig, YoloConfig, _Config
 from baselines.mapping import TileIndex
+from benchcore import config as _cfg
 
 DETECTORS = ("yolov8n", "yolov8s", "frcnn")
 YOLO_MODELS = {"yolov8n": "yolov8n.yaml", "yolov8s": "yolov8s.yaml"}
@@ -34,14 +35,18 @@ ConfigLike = Mapping[str, Any] | _Config | None
 
 # ----------------------------------------------------------------------------------------------------- configs
 def parse_sets(items: Sequence[str] | None, default_section: str) -> dict[str, dict[str, Any]]:
-    """``["yolo.epochs=3", "batch=4"]`` -> ``{"yolo": {"epochs": 3, "batch": 4}}`` (bare keys: ``default_section``)."""
+    """``--set`` items in the suite's one grammar (:func:`benchcore.config.parse_sets`) -> ``{section: {key: value}}``.
+
+    ``section.key=value`` (``yolo.epochs=3``, ``sr_edsr.iters=10``, ``yolo.overrides.lr0=1.0e-3`` for a nested
+    key); values are YAML. A bare ``key=value`` goes to ``default_section`` (the command's own section, so
+    ``det-train --detector frcnn --set epochs=2`` means ``frcnn.epochs=2``).
+    """
     out: dict[str, dict[str, Any]] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value (e.g. {default_section}.epochs=3)")
-        key, value = (s.strip() for s in item.split("=", 1))
-        section, _, field = key.rpartition(".")
-        out.setdefault(section or default_section, {})[field] = yaml.safe_load(value)
+    for key, value in _cfg.parse_sets(items, error=ConfigError).items():
+        section, _, rest = key.partition(".")
+        if not rest:
+            section, rest = default_section, key
+        out[section] = _cfg.merge(out.get(section, {}), _cfg.nest({rest: value}, error=ConfigError))
     return out
 
 
@@ -51,7 +56,7 @@ def read_config(path: str | os.PathLike | None = None, sets: Mapping[str, Mappin
 
     Precedence for an SR model: file ``sr`` < file ``sr_<model>`` < ``sets["sr"]`` < ``sets["sr_<model>"]``.
     """
-    source = str(path) if path else "--set"
+    source = f"{path} + --set" if path and sets else str(path) if path else "--set"
     raw: dict[str, Any] = {}
     if path:
         try:
@@ -61,12 +66,13 @@ def read_config(path: str | os.PathLike | None = None, sets: Mapping[str, Mappin
         if not isinstance(raw, Mapping):
             raise ConfigError(f"{path}: a baselines config is a mapping of sections {sorted(SECTIONS)}")
     merged: dict[str, dict[str, Any]] = {}
-    for section, values in [*raw.items(), *(sets or {}).items()]:
-        if section not in SECTIONS:
-            raise ConfigError(f"{source}: unknown section {section!r}; valid sections: {', '.join(SECTIONS)}")
-        if values is not None and not isinstance(values, Mapping):
-            raise ConfigError(f"{source}: section {section!r} must be a mapping, got {values!r}")
-        merged.setdefault(section, {}).update(values or {})
+    for origin, doc in ((str(path), raw), ("--set", sets or {})):
+        for section, values in doc.items():
+            if section not in SECTIONS:
+                raise ConfigError(_cfg.unknown_key_message(origin, str(section), SECTIONS, kind="section"))
+            if values is not None and not isinstance(values, Mapping):
+                raise ConfigError(f"{origin}: section {section!r} must be a mapping, got {values!r}")
+            merged[section] = _cfg.merge(merged.get(section, {}), values or {})
     sets = sets or {}
     for name in (n for n in merged if n.startswith("sr_") and n != "sr_infer"):  # --set sr.k beats a file's sr_<m>.k
         merged[name].update({k: v for k, v in sets.get("sr", {}).items() if k not in sets.get(name, {})})
@@ -167,20 +173,23 @@ def sr_step(method: str | None, lr_dir: str | os.PathLike, out_dir: str | os.Pat
     from baselines.interp import upscale_folder  # noqa: PLC0415
     from baselines.sr_infer import infer_sr, load_sr_checkpoint  # noqa: PLC0415
 
-    opts = SRInferConfig.from_dict({**_explicit(cfg, SRInferConfig), "method": method or "edsr",
+    model = ck = None
+    if method not in SR_INTERP:
+        if checkpoint is None:
+            raise ValueError(f"SR method {method!r} needs --checkpoint (model.pth of sr-train)")
+        model, ck = load_sr_checkpoint(checkpoint)
+        if method is not None and ck["model"] != method:
+            raise ValueError(f"{checkpoint} holds a {ck['model']!r} model, not {method!r}")
+        if scale is not None and int(scale) != int(ck["scale"]):
+            raise ValueError(f"scale {scale} differs from the checkpoint's {ck['scale']} ({checkpoint})")
+        scale = int(ck["scale"])
+    opts = SRInferConfig.from_dict({**_explicit(cfg, SRInferConfig), "method": method or ck["model"],
                                     **({"scale": scale} if scale else {})}, source="sr_infer config")
     if method in SR_INTERP:
         if checkpoint is not None:
             raise ValueError(f"{method} interpolation takes no checkpoint")
         return upscale_folder(lr_dir, out_dir, hr_dir=hr_dir, **opts.to_kwargs())
-    if checkpoint is None:
-        raise ValueError(f"SR method {method!r} needs --checkpoint (model.pth of sr-train)")
-    model, ck = load_sr_checkpoint(checkpoint)
-    if method is not None and ck["model"] != method:
-        raise ValueError(f"{checkpoint} holds a {ck['model']!r} model, not {method!r}")
-    if scale is not None and int(scale) != int(ck["scale"]):
-        raise ValueError(f"scale {scale} differs from the checkpoint's {ck['scale']} ({checkpoint})")
-    kw = {**opts.to_kwargs(), "scale": int(ck["scale"])}
+    kw = opts.to_kwargs()
     return infer_sr(model, lr_dir, out_dir, hr_dir=hr_dir, device=resolve_device(device), **kw)
 
 
@@ -227,7 +236,7 @@ def det_train_step(detector: str, image_set_dir: str | os.PathLike, partition_di
     if not (resume and (export / "data.yaml").is_file()):
         export_yolo(parts, images, export, link="hardlink")
     kw = conf.to_kwargs()
-    if "imgsz" not in explicit:
+    if kw["imgsz"] is None:  # the native size of the images
         kw["imgsz"] = image_scale(images, TileIndex(parts["train"]))[1]
     weights = train_yolo(export / "data.yaml", out, resume=resume, **kw)
     return {"detector": detector, "weights": str(weights), "imgsz": kw["imgsz"], "device": conf.device,
@@ -255,12 +264,15 @@ def det_eval_step(detector: str, weights: str | os.PathLike, image_set_dir: str 
                   partition_dir: str | os.PathLike, out: str | os.PathLike, method: str, dataset: str,
                   degradation: str, seed: int, split: str = "test",
                   sr_metrics: str | os.PathLike | Mapping[str, Any] | None = None, cfg: ConfigLike = None,
-                  device: str | None = None) -> dict[str, Any]:
+                  device: str | None = None, scale_to_hr: int | None = None,
+                  run_spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Detect on the ``split`` tiles, map boxes to the HR grid, score (COCO) and write ``out`` (metrics.json).
 
     ``detections.json`` (COCO results, HR pixels) is written beside ``out``. ``sr_metrics``: the
     ``sr_metrics.json`` of the SR stage that made ``image_set_dir`` (its PSNR/SSIM over the ``split`` tiles goes
-    into the ``sr`` block). Returns the metrics document.
+    into the ``sr`` block). ``scale_to_hr`` (the run spec's: the degradation scale for LR tiles, 1 for HR / SR
+    tiles) is checked against the images' sizes; without it the ratio of the sizes is used. ``run_spec``
+    (:func:`benchcore.runspec.provenance_block`) is recorded in the provenance. Returns the metrics document.
     """
     from benchcore.metrics.detection import coco_evaluate  # noqa: PLC0415
     from benchcore.metrics.results import write_metrics  # noqa: PLC0415
@@ -271,6 +283,8 @@ def det_eval_step(detector: str, weights: str | os.PathLike, image_set_dir: str 
     index = TileIndex(gt)
     images = flat_image_dir(image_set_dir, gt)
     scale, side = image_scale(images, index)
+    if scale_to_hr is not None and int(scale_to_hr) != scale:
+        raise ValueError(f"{images}: the tiles are 1/{scale} of the HR size, but the run spec says 1/{scale_to_hr}")
     if not Path(weights).is_file():
         raise FileNotFoundError(f"detector weights not found: {weights}")
     if detector == "frcnn":
@@ -280,12 +294,12 @@ def det_eval_step(detector: str, weights: str | os.PathLike, image_set_dir: str 
     else:
         from baselines.yolo import predict_yolo  # noqa: PLC0415
 
-        kw = conf.predict_kwargs()
-        kw["imgsz"] = kw["imgsz"] if "imgsz" in explicit else None  # None: the training size stored in the weights
+        kw = conf.predict_kwargs()  # imgsz None: the training size stored in the weights
         dets = predict_yolo(weights, images, gt, scale_to_hr=float(scale), **kw)
     detection = coco_evaluate(gt, dets)
     config = {"detector": detector, "detector_config": conf.to_dict(), "weights": str(Path(weights).resolve()),
-              "images": str(images.resolve()), "partition": str(gt.resolve()), "split": split}
+              "images": str(images.resolve()), "partition": str(gt.resolve()), "split": split,
+              **(dict(run_spec) if run_spec else {})}
     extra = {"split": split, "images": len(index), "scale_to_hr": scale, "input_side": side,
              "num_detections": len(dets)}
     dev = f"cuda:{conf.device}" if str(conf.device).isdigit() else conf.device  # ultralytics "0" -> cuda:0

@@ -85,7 +85,7 @@ def _padded_classes() -> dict[str, type]:
     return {"edsr": edsr_cls, "rrdb": PaddedRRDBNet, "swinir": PaddedSwinIR}
 
 
-def build_sr_model(name: str, scale: int = 2, preset: str = "paper") -> nn.Module:
+def build_sr_model(name: str, scale: int, preset: str = "paper") -> nn.Module:
     """Build an SR network from BasicSR's archs; input/output RGB in [0, 1]."""
     name = name.lower()
     if name not in SR_MODELS:

@@ -19,9 +19,10 @@ import yaml
 SCHEMA_DIR = Path(__file__).resolve().parents[1] / "workflow" / "schemas"
 EXPERIMENTS_SCHEMA_PATH = SCHEMA_DIR / "experiments.schema.yaml"
 
-#: Columns every sheet has, in order (``notes`` is optional).
+#: Columns of a sheet, in order; the last two (``set``, ``notes``) are optional.
 COLUMNS = ("id", "kind", "display", "detector", "input", "sr_model", "saliency", "shared_encoder", "sr_branch",
-           "routing", "level_filter_ratio", "layer_filter_ratio", "alpha", "notes")
+           "routing", "level_filter_ratio", "layer_filter_ratio", "alpha", "set", "notes")
+REQUIRED_COLUMNS = COLUMNS[:-2]
 
 
 class ExperimentsError(ValueError):
@@ -53,7 +54,7 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
         raise ExperimentsError(f"{path}: line 1: empty file or empty header")
     header = next(csv.reader([lines[0]], delimiter="\t"))
     header = [h.strip() for h in header]
-    for col in COLUMNS[:-1]:
+    for col in REQUIRED_COLUMNS:
         if col not in header:
             raise ExperimentsError(f"{path}: line 1, column '{col}': missing from the header")
     dupes = {h for h in header if header.count(h) > 1}
@@ -68,8 +69,9 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
             raise ExperimentsError(f"{path}: line {lineno}: {len(cells)} cells but the header has {len(header)}")
         cells += [""] * (len(header) - len(cells))
         row = {h: c.strip() for h, c in zip(header, cells)}
-        if row.get("notes", None) == "":
-            row.pop("notes")
+        for optional in ("set", "notes"):
+            if row.get(optional, None) == "":
+                row.pop(optional)
         rows.append((lineno, row))
     return rows
 
@@ -82,7 +84,7 @@ def load_experiments(path: str | Path, schema_path: str | Path = EXPERIMENTS_SCH
         schema_path: the row schema (default ``workflow/schemas/experiments.schema.yaml``).
 
     Returns:
-        A DataFrame with the columns of :data:`COLUMNS` (all strings, ``notes`` "" when absent) plus
+        A DataFrame with the columns of :data:`COLUMNS` (all strings, ``set`` / ``notes`` "" when absent) plus
         ``line`` (1-based line in the file), rows in sheet order, indexed 0..n-1.
 
     Raises:
@@ -128,3 +130,19 @@ def select(experiments: pd.DataFrame, kinds: tuple[str, ...] | None = None,
     if kinds is not None:
         out = out[out["kind"].isin(kinds)]
     return out.reset_index(drop=True)
+
+
+def row_sets(row: Any, source: str = "experiments sheet") -> list[str]:
+    """The ``set`` cell of a sheet row as ``key=value`` items (``;``-separated; "" or "-" = none).
+
+    Keys are dotted settings of the row's method: ``model.*`` / ``train.*`` for SDCoNet rows, ``<section>.*``
+    of the baselines config (``yolo``, ``frcnn``, ``sr``, ``sr_<model>``, ``sr_infer``) for serial rows.
+    """
+    cell = str(row.get("set", "") or "").strip()
+    if cell in ("", "-"):
+        return []
+    items = [x.strip() for x in cell.split(";") if x.strip()]
+    bad = [x for x in items if "=" not in x]
+    if bad:
+        raise ExperimentsError(f"{source}: row {row.get('id')!r}, column 'set': {bad[0]!r} is not key=value")
+    return items

@@ -127,7 +127,7 @@ def main() -> int:
     print(json.dumps(info), flush=True)
     for name, shared in (("SDCoNet", True), ("serial two-stage", False)):
         torch.manual_seed(0)
-        model = build_model(preset(a.preset, num_classes=10, shared_encoder=shared)).to(device)
+        model = build_model(preset(a.preset, scale=2, num_classes=10, shared_encoder=shared)).to(device)
         for dtype in a.dtypes:
             for sr in (False, True):
                 try:

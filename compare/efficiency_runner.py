@@ -20,7 +20,16 @@ What is measured (spec Appendix A conventions; weights are random, which changes
 * FLOPs (inference path, batch 1): fvcore multiply-adds (GMAC) by default, ``torch`` = FlopCounterMode / 2.
   Fused attention (``F.scaled_dot_product_attention``) is counted as its two matmuls (a custom fvcore handle;
   the math backend under the torch counter): both counters skip it otherwise.
-* Latency: :func:`benchcore.metrics.efficiency.measure_latency` at batch 1 and at ``max(batch_sizes)``.
+* Latency: :func:`benchcore.metrics.efficiency.measure_latency` at batch 1 and at ``max(batch_sizes)``, before
+  any FLOP counting (so that nothing the counters leave in memory is in the memory figure).
+* Peak memory (``peak_mem_mb``, MiB; the larger of the two batch sizes' figures, ``peak_mem_kind`` says which
+  kind): on CUDA the peak of ``torch.cuda.max_memory_allocated`` during the inference calls (tensors: weights,
+  inputs, activations). On the CPU the peak resident set size of the measuring process during the inference calls
+  (Linux ``VmHWM``, reset just before them): the interpreter and the libraries this method imports, its weights
+  and its activations. A process never gives all memory back, so this is the method's own figure only when the
+  process measured nothing else: ``peak_mem_process`` is ``"own"`` for :func:`measure_method_in_fresh_process`
+  (what the workflow runs, one new process per method) and the command line (one method per process),
+  ``"shared"`` when :func:`measure_method` is called inside a process that may hold other work.
 """
 from __future__ import annotations
 
@@ -39,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchcore.metrics.efficiency import count_flops, count_parameters, measure_latency
+from benchcore.metrics.efficiency import count_flops, count_parameters, measure_latency, run_in_fresh_process
 from benchcore.atomic import atomic_write_json
 
 WEIGHTS_NOTE = "random initialisation (parameter counts, FLOPs and timings do not depend on trained values)"
@@ -248,11 +257,9 @@ def build_sdconet(method_id: str, experiments_path: str | Path, num_classes: int
     from sdconet.models.config import preset as model_preset  # noqa: PLC0415
     from sdconet.summary import parameter_summary  # noqa: PLC0415
 
-    overrides = method_overrides(method_id, experiments_path, enc_layers=model_preset(preset).enc_layers)
+    overrides = method_overrides(method_id, experiments_path, enc_layers=model_preset(preset, scale=scale).enc_layers)
     overrides.update({"model.num_classes": num_classes, "model.lr.on_the_fly": False, "model.lr.scale": scale,
-                      "model.swin.pretrained": None})
-    if scale != 2:
-        overrides["model.sr_decoder.upscale"] = scale
+                      "model.swin.pretrained": None})  # lr.scale is also the SR decoder's upscale
     doc = {"model": {"preset": preset}, "train": {"epochs": 1, "batch_size": 1}}
     cfg, _ = resolve_config(doc, overrides, source=f"{method_id} ({preset} preset)")
     model = build_model(cfg).eval()
@@ -265,7 +272,7 @@ def build_sdconet(method_id: str, experiments_path: str | Path, num_classes: int
     return MethodModels(model, hr_size // scale, [Stage(method_id, model, hr_size // scale)], params, notes)
 
 
-def build_method(method_id: str, experiments_path: str | Path, num_classes: int, hr_size: int = 512, scale: int = 2,
+def build_method(method_id: str, experiments_path: str | Path, num_classes: int, hr_size: int = 512, *, scale: int,
                  preset: str = "paper") -> tuple[dict[str, str], MethodModels]:
     """(experiments row, models) of ``method_id``."""
     from benchcore.experiments import load_experiments  # noqa: PLC0415
@@ -286,18 +293,28 @@ def build_method(method_id: str, experiments_path: str | Path, num_classes: int,
 # ----------------------------------------------------------------------------------------------------- measure
 def _latency(res: dict[str, Any]) -> dict[str, Any]:
     keys = ("batch_size", "median_ms", "p90_ms", "mean_ms", "min_ms", "throughput_per_s", "runs", "warmup",
-            "peak_mem_mb", "peak_mem_kind")
+            "peak_mem_mb", "peak_mem_delta_mb", "peak_mem_kind")
     return {k: res[k] for k in keys if k in res}
 
 
 def measure_method(method_id: str, experiments_path: str | Path, num_classes: int, hr_size: int = 512,
-                   scale: int = 2, preset: str = "paper", device: str = "cpu", warmup: int = 2, runs: int = 5,
+                   *, scale: int, preset: str = "paper", device: str = "cpu", warmup: int = 2, runs: int = 5,
                    batch_sizes: Sequence[int] = (1, 4), counter: str = "fvcore") -> dict[str, Any]:
-    """Efficiency of one method in the report's format (see the module docstring)."""
+    """Efficiency of one method in the report's format (see the module docstring), measured in this process.
+
+    Its CPU peak memory includes whatever this process already holds (``peak_mem_process: "shared"``); use
+    :func:`measure_method_in_fresh_process` for a figure that is this method's alone.
+    """
     from benchcore.provenance import device_string, provenance  # noqa: PLC0415
 
     torch.manual_seed(0)  # the random initialisation (no count or timing depends on it)
-    row, mm = build_method(method_id, experiments_path, num_classes, hr_size, scale, preset)
+    row, mm = build_method(method_id, experiments_path, num_classes, hr_size, scale=scale, preset=preset)
+    side = mm.input_side
+    bs1 = measure_latency(mm.pipeline, torch.rand(1, 3, side, side), device, warmup, runs, batch_size=1)
+    big = max(int(b) for b in batch_sizes)
+    bsn = (measure_latency(mm.pipeline, torch.rand(big, 3, side, side), device, warmup, runs, batch_size=big)
+           if big > 1 else None)
+    mm.pipeline.to("cpu")  # the FLOP counters run on the CPU (stage modules are parts of the pipeline)
     by_stage: dict[str, float] = {}
     unsupported: dict[str, int] = {}
     for st in mm.stages:
@@ -308,11 +325,6 @@ def measure_method(method_id: str, experiments_path: str | Path, num_classes: in
                 unsupported[op] = unsupported.get(op, 0) + n
         by_stage[st.name] = st.gmac
     gmac = sum(by_stage.values())
-    side = mm.input_side
-    bs1 = measure_latency(mm.pipeline, torch.rand(1, 3, side, side), device, warmup, runs, batch_size=1)
-    big = max(int(b) for b in batch_sizes)
-    bsn = (measure_latency(mm.pipeline, torch.rand(big, 3, side, side), device, warmup, runs, batch_size=big)
-           if big > 1 else None)
     config = {"method": method_id, "row": row, "num_classes": num_classes, "hr_size": hr_size, "scale": scale,
               "preset": preset, "counter": counter, "warmup": warmup, "runs": runs, "batch_sizes": list(batch_sizes)}
     return {
@@ -323,10 +335,33 @@ def measure_method(method_id: str, experiments_path: str | Path, num_classes: in
                   "convention": "fvcore: 1 multiply-add = 1; torch: FlopCounterMode FLOPs / 2" if counter == "fvcore"
                   else "torch.utils.flop_counter FLOPs / 2 (SDPA via the math backend)"},
         "latency": {"bs1": _latency(bs1), "bsN": _latency(bsn) if bsn else None},
-        "peak_mem_mb": (bsn or bs1)["peak_mem_mb"], "peak_mem_kind": bs1["peak_mem_kind"],
+        "peak_mem_mb": max(r["peak_mem_mb"] for r in (bs1, bsn) if r), "peak_mem_kind": bs1["peak_mem_kind"],
+        "peak_mem_process": "shared",
         "device": device_string(torch.device(device)), "weights": WEIGHTS_NOTE, "notes": mm.notes,
         "provenance": provenance(config=config, device=torch.device(device)),
     }
+
+
+def _measure_method_alone(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """:func:`measure_method` in a process that measures nothing else (``peak_mem_process: "own"``)."""
+    res = measure_method(*args, **kwargs)
+    res["peak_mem_process"] = "own"
+    return res
+
+
+def measure_method_in_fresh_process(method_id: str, experiments_path: str | Path, num_classes: int,
+                                    hr_size: int = 512, *, scale: int, preset: str = "paper", device: str = "cpu",
+                                    warmup: int = 2, runs: int = 5, batch_sizes: Sequence[int] = (1, 4),
+                                    counter: str = "fvcore", threads: int | None = None) -> dict[str, Any]:
+    """:func:`measure_method` in a new Python process of its own, so that its peak memory is this method's.
+
+    ``threads``: the child's intra-op threads (default: this process's ``torch.get_num_threads()``); see
+    :func:`benchcore.metrics.efficiency.run_in_fresh_process`, which also says how errors come back.
+    """
+    return run_in_fresh_process(_measure_method_alone, (method_id, str(experiments_path), num_classes),
+                                {"hr_size": hr_size, "scale": scale, "preset": preset, "device": device,
+                                 "warmup": warmup, "runs": runs, "batch_sizes": tuple(batch_sizes),
+                                 "counter": counter}, threads=threads)
 
 
 def write_efficiency(path: str | Path, result: dict[str, Any]) -> Path:
@@ -345,15 +380,18 @@ def write_efficiency(path: str | Path, result: dict[str, Any]) -> Path:
     return atomic_write_json(path, result)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """CLI: measure one method and write its efficiency JSON (``error: ...`` and status 2 on bad input)."""
+def main(argv: Sequence[str] | None = None, own_process: bool = False) -> int:
+    """CLI: measure one method and write its efficiency JSON (``error: ...`` and status 2 on bad input).
+
+    ``own_process``: this process measures only this method (``python -m``), recorded as ``peak_mem_process``.
+    """
     p = argparse.ArgumentParser(prog="python -m compare.efficiency_runner", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--method", required=True)
     p.add_argument("--experiments", default="config/experiments.tsv", type=Path)
     p.add_argument("--num-classes", required=True, type=int)
     p.add_argument("--hr-size", type=int, default=512)
-    p.add_argument("--scale", type=int, default=2)
+    p.add_argument("--scale", type=int, required=True, help="HR / LR scale of the input (the degradation's)")
     p.add_argument("--preset", choices=["paper", "tiny"], default="paper")
     p.add_argument("--device", default="cpu")
     p.add_argument("--warmup", type=int, default=2)
@@ -363,8 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path)
     a = p.parse_args(argv)
     try:
-        res = measure_method(a.method, a.experiments, a.num_classes, a.hr_size, a.scale, a.preset, a.device,
-                             a.warmup, a.runs, a.batch_sizes, a.counter)
+        measure = _measure_method_alone if own_process else measure_method
+        res = measure(a.method, a.experiments, a.num_classes, a.hr_size, a.scale, a.preset, a.device,
+                      a.warmup, a.runs, a.batch_sizes, a.counter)
         write_efficiency(a.out, res)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -377,4 +416,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(own_process=True))

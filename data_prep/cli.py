@@ -43,8 +43,12 @@ def _cmd_fetch(a: argparse.Namespace) -> dict:
 
 
 def _cmd_convert(a: argparse.Namespace) -> dict:
-    from data_prep.convert import convert_dataset
+    from data_prep.convert import convert_coco, convert_dataset
 
+    if a.dataset == "coco":
+        if a.annotations is None:
+            raise DataError("convert --dataset coco needs --annotations (the COCO json); --root is its image folder")
+        return convert_coco(a.annotations, a.root, a.out, name=a.name or "coco", strict=a.strict)
     return convert_dataset(a.dataset, a.root, a.out, strict=a.strict)
 
 
@@ -57,10 +61,12 @@ def _cmd_split(a: argparse.Namespace) -> dict:
 
 
 def _cmd_partition(a: argparse.Namespace) -> dict:
-    from data_prep.partition import partition_tiles
+    from data_prep.partition import MIN_SOURCE_IMAGES, partition_tiles
 
     split_map = {k: str(v) for k, v in _ratios_raw(a.split_map).items()} if a.split_map else None
-    return partition_tiles(a.tiles, a.out, mode=a.mode, ratios=a.ratios, seed=a.seed, split_map=split_map)
+    return partition_tiles(a.tiles, a.out, mode=a.mode, ratios=a.ratios, seed=a.seed, split_map=split_map,
+                           min_source_images=MIN_SOURCE_IMAGES if a.min_source_images is None
+                           else a.min_source_images)
 
 
 def _cmd_degrade(a: argparse.Namespace) -> dict:
@@ -117,8 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=_cmd_fetch)
 
     c = sub.add_parser("convert", help="raw dataset -> one COCO json (HR pixels)")
-    c.add_argument("--dataset", required=True, choices=["nwpu", "dota", "hrrsd", "demo"])
-    c.add_argument("--root", required=True, type=Path)
+    c.add_argument("--dataset", required=True, choices=["nwpu", "dota", "hrrsd", "demo", "coco"])
+    c.add_argument("--root", required=True, type=Path, help="dataset root (coco: the image folder)")
+    c.add_argument("--annotations", type=Path, help="coco: the COCO instances json")
+    c.add_argument("--name", help="coco: the dataset id written to info.dataset (default: coco)")
     c.add_argument("--out", required=True, type=Path)
     c.add_argument("--strict", action="store_true", help="error on corrupt images instead of skipping")
     c.set_defaults(func=_cmd_convert)
@@ -144,12 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--ratios", type=_ratios, default={"train": 0.7, "val": 0.1, "test": 0.2})
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--split-map", default=None, help="official mode: rename splits, e.g. val=test (DOTA)")
+    t.add_argument("--min-source-images", type=int, default=None,
+                   help="warn about a part with fewer source images than this (default: MIN_SOURCE_IMAGES, 2)")
     t.set_defaults(func=_cmd_partition)
 
     d = sub.add_parser("degrade", help="make low-quality copies of tiles")
     d.add_argument("--images", required=True, type=Path)
     d.add_argument("--out", required=True, type=Path)
-    d.add_argument("--scale", type=int, default=2)
+    d.add_argument("--scale", type=int, required=True, help="downsampling factor (the degradation's scale)")
     d.add_argument("--kernel", default="torch-bicubic", choices=["torch-bicubic", "matlab-bicubic", "bilinear"])
     d.add_argument("--blur", type=float, default=0.0, help="Gaussian blur sigma (HR pixels)")
     d.add_argument("--noise", type=float, default=0.0, help="Gaussian noise sigma (0..255)")

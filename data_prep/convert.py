@@ -3,6 +3,8 @@
 ``convert_dataset("nwpu", root, out)`` loads the dataset with its parser, builds the COCO dict
 (images sorted by file name, 1-based ids, categories in ``data_prep.classes`` order, boxes clipped
 to the image, empty boxes dropped) and writes it atomically with a provenance block.
+``convert_coco(annotations, images, out, name)`` does the same for a user dataset given as a COCO
+json plus an image folder (``source: coco``; classes from the json, see ``data_prep.parsers.coco``).
 """
 from __future__ import annotations
 
@@ -34,14 +36,16 @@ def clip_box(bbox: tuple[float, float, float, float], width: int,
 
 def build_coco(images: list[RawImage], dataset: str, root: Path,
                skipped: list[dict] | None = None,
-               prov: dict[str, Any] | None = None) -> dict[str, Any]:
+               prov: dict[str, Any] | None = None,
+               cats: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The COCO dict for ``images`` of ``dataset`` whose file names are relative to ``root``.
 
     Boxes are clipped to the image; a box with zero or negative width or height after clipping is
     dropped. ``summary`` counts images, annotations, clipped and dropped boxes and lists
-    ``skipped`` images. ``prov`` defaults to ``provenance(config={"dataset", "root"})``.
+    ``skipped`` images. ``prov`` defaults to ``provenance(config={"dataset", "root"})``. ``cats``
+    (ids 1..C, unique names) defaults to ``categories(dataset)`` of a built-in dataset.
     """
-    cats = categories(dataset)
+    cats = categories(dataset) if cats is None else cats
     cat_id = {c["name"]: c["id"] for c in cats}
     ordered = sorted(images, key=lambda im: im.file_name)
     seen: set[str] = set()
@@ -66,7 +70,8 @@ def build_coco(images: list[RawImage], dataset: str, root: Path,
             w, h = x2 - x1, y2 - y1
             if w <= 0 or h <= 0:
                 n_dropped += 1
-                log.warning("dropping empty box %s (%s) of %s", obj.bbox, obj.source, im.file_name)
+                log.warning("dropping box %s (%s) of %s: empty after clipping to the %dx%d image", obj.bbox,
+                            obj.source, im.file_name, im.width, im.height)
                 continue
             n_clipped += int(was_clipped)
             annotations.append({"id": len(annotations) + 1, "image_id": image_id,
@@ -126,4 +131,33 @@ def convert_dataset(dataset: str, root: str | Path, out: str | Path, strict: boo
     return s
 
 
-__all__ = ["DATASETS", "build_coco", "clip_box", "convert_dataset"]
+def convert_coco(annotations: str | Path, images: str | Path, out: str | Path, name: str = "coco",
+                 strict: bool = False) -> dict[str, Any]:
+    """Validate a user's COCO json + image folder, write the suite's COCO json to ``out``, return the summary.
+
+    ``name`` is the dataset id (``info.dataset``, and the ``supercategory`` of classes without one).
+    Categories are the json's sorted by id and renumbered 1..C (``source_id`` keeps the json's id);
+    ``summary`` also counts the ``crowd_boxes`` left out. ``strict`` turns unreadable images into
+    CorruptImageError.
+    """
+    from data_prep.parsers.coco import load_coco  # noqa: PLC0415
+
+    skipped: list[dict] = []
+    ann_path, data_root = Path(annotations).resolve(), Path(images).resolve()
+    src = load_coco(ann_path, data_root, strict=strict, skipped=skipped)
+    cats = [{**c, "supercategory": c["supercategory"] or name} for c in src.categories]
+    config = {"dataset": name, "source": "coco", "annotations": str(ann_path), "root": str(data_root),
+              "out": str(Path(out).resolve()), "strict": bool(strict)}
+    coco = build_coco(src.images, name, data_root, skipped=skipped, prov=provenance(config=config), cats=cats)
+    coco["info"] = {"dataset": name, "root": str(data_root), "annotations": str(ann_path),
+                    "provenance": coco["info"]["provenance"]}
+    coco["summary"]["crowd_boxes"] = src.crowd_boxes
+    atomic_write_json(out, coco)
+    s = coco["summary"]
+    log.info("%s: wrote %s from %s (%d classes, %d images, %d annotations, %d clipped, %d dropped, %d crowd, "
+             "%d skipped)", name, out, ann_path, len(cats), s["images"], s["annotations"], s["clipped_boxes"],
+             s["dropped_boxes"], src.crowd_boxes, len(s["skipped_images"]))
+    return s
+
+
+__all__ = ["DATASETS", "build_coco", "clip_box", "convert_coco", "convert_dataset"]

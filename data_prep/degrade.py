@@ -36,8 +36,8 @@ KERNEL_DESCRIPTIONS: dict[str, str] = {
     "bilinear": "torch.nn.functional.interpolate(mode='bilinear', align_corners=False, antialias=False), "
                 "size=(H//s, W//s) (SuperYOLO)",
 }
-PIPELINE_ORDER = ("gaussian blur (sigma in HR px) -> downsample -> gaussian noise (sigma in 0..255) "
-                  "-> round+clip uint8 -> JPEG")
+PIPELINE_ORDER = ("mod-crop to a multiple of the scale -> gaussian blur (sigma in HR px) -> downsample -> "
+                  "gaussian noise (sigma in 0..255) -> round+clip uint8 -> JPEG")
 
 
 def _check_params(scale: int, kernel: str, blur: float, noise: float, jpeg: int | None) -> None:
@@ -71,7 +71,7 @@ def _resize(img: np.ndarray, scale: int, kernel: str) -> np.ndarray:
     return out[0].numpy().transpose(1, 2, 0)
 
 
-def degrade_array(img: np.ndarray, scale: int = 2, kernel: str = "torch-bicubic", blur: float = 0.0,
+def degrade_array(img: np.ndarray, scale: int, kernel: str = "torch-bicubic", blur: float = 0.0,
                   noise: float = 0.0, jpeg: int | None = None,
                   rng: np.random.Generator | None = None) -> np.ndarray:
     """Degrade one uint8 HxWx3 image to uint8 (H//scale)x(W//scale)x3.
@@ -79,17 +79,20 @@ def degrade_array(img: np.ndarray, scale: int = 2, kernel: str = "torch-bicubic"
     Order: Gaussian blur (``blur`` = sigma in HR pixels, kernel size ``2*ceil(3*sigma)+1``, reflect-101
     border) -> downsample with ``kernel`` -> additive Gaussian noise (``noise`` = sigma in 0..255 grey
     levels, drawn from ``rng``; ``default_rng(0)`` when None) -> round and clip to uint8 -> JPEG
-    round-trip at quality ``jpeg`` (PIL, 4:2:0). H and W must be divisible by ``scale``.
+    round-trip at quality ``jpeg`` (PIL, 4:2:0). Sides the scale does not divide are mod-cropped first (the
+    last ``side % scale`` rows / columns are dropped), so the output covers the top-left ``scale * (side // scale)``.
     """
     _check_params(scale, kernel, blur, noise, jpeg)
     img = np.asarray(img)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"expected a uint8 HxWx3 image, got dtype {img.dtype} and shape {img.shape}")
     h, w = img.shape[:2]
-    if h % scale or w % scale:
-        raise ValueError(f"image size {w}x{h} (WxH) is not divisible by scale {scale}; "
-                         f"HR tiles must be a multiple of the scale (e.g. 512 or 256)")
-    x = img.astype(np.float32)
+    if h < scale or w < scale:
+        raise ValueError(f"image size {w}x{h} (WxH) is smaller than the scale {scale}")
+    # Mod-crop (BasicSR's ``mod_crop``, the SR literature's convention): an HR side the scale does not divide
+    # (256 or 512 at x3) loses its last ``side % scale`` pixels first, so LR = HR // scale covers exactly the
+    # HR tile's top-left ``scale * (side // scale)`` pixels. A no-op when the scale divides the tile.
+    x = img[: h - h % scale, : w - w % scale].astype(np.float32)
     if blur > 0:
         import cv2  # noqa: PLC0415
 
@@ -109,7 +112,7 @@ def degrade_array(img: np.ndarray, scale: int = 2, kernel: str = "torch-bicubic"
     return out
 
 
-def degradation_name(scale: int = 2, kernel: str = "torch-bicubic", blur: float = 0.0, noise: float = 0.0,
+def degradation_name(scale: int, kernel: str = "torch-bicubic", blur: float = 0.0, noise: float = 0.0,
                      jpeg: int | None = None) -> str:
     """A short, path-safe name of a degradation, e.g. ``x2_torch-bicubic`` or ``x4_matlab-bicubic_b1.2_n5_j75``."""
     _check_params(scale, kernel, blur, noise, jpeg)
@@ -143,7 +146,7 @@ def _process(src: Path, dst_dir: Path, params: dict[str, Any], seed: int) -> tup
     return "ok", (f"{hr.shape[1]}x{hr.shape[0]}", f"{lr.shape[1]}x{lr.shape[0]}")
 
 
-def degrade_folder(images_dir: str | Path, out_dir: str | Path, scale: int = 2, kernel: str = "torch-bicubic",
+def degrade_folder(images_dir: str | Path, out_dir: str | Path, scale: int, kernel: str = "torch-bicubic",
                    blur: float = 0.0, noise: float = 0.0, jpeg: int | None = None, seed: int = 0,
                    workers: int = 1, strict: bool = False) -> dict[str, Any]:
     """Write ``out_dir/<name>.png`` (degraded) for every ``images_dir/*.png`` plus ``out_dir/manifest.json``.

@@ -3,10 +3,15 @@
 Tiles are grouped by ``source_image_id``: all tiles of one source image land in the same part, because
 overlapping tiles share pixels and objects. Writes ``OUT/{train,val,test}.json`` (every part, even an
 empty one), each a COCO subset with image/annotation ids and ``file_name``s preserved.
+
+A part left with fewer than ``min_source_images`` source images (default :data:`MIN_SOURCE_IMAGES`) is
+logged as a warning with its counts, before any training: its metrics would rest on one or two scenes.
+A part that is empty on purpose (ratio 0 in ratio mode) is not warned about.
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 from typing import Any, Mapping
@@ -17,7 +22,11 @@ from data_prep.errors import DataError
 from benchcore.atomic import atomic_write_json
 from benchcore.provenance import provenance
 
+log = logging.getLogger(__name__)
+
 PARTS = ("train", "val", "test")
+#: A part with fewer source images than this is warned about (config key ``partition.min_source_images``).
+MIN_SOURCE_IMAGES = 2
 DEFAULT_RATIOS: dict[str, float] = {"train": 0.7, "val": 0.1, "test": 0.2}
 _OFFICIAL_ALIASES = {"train": "train", "trainval": "train", "val": "val", "test": "test"}
 
@@ -89,14 +98,35 @@ def _official(images: list[dict[str, Any]], ratios: Mapping[str, float], seed: i
     return parts, carved
 
 
+def warn_small_parts(summary: Mapping[str, Any], where: str, min_source_images: int = MIN_SOURCE_IMAGES
+                     ) -> list[str]:
+    """Log (and return) one warning per part of ``summary`` with fewer than ``min_source_images`` sources.
+
+    ``where`` names the dataset and partition folder in the message. Parts with ratio 0 in ratio mode
+    are skipped (empty on purpose).
+    """
+    msgs = []
+    for p, c in summary["parts"].items():
+        if c["source_images"] >= min_source_images or (summary["mode"] == "ratio" and summary["ratios"][p] == 0):
+            continue
+        msgs.append(f"{where}: split {p!r} has only {c['source_images']} source image(s) "
+                    f"({c['tiles']} tile(s), {c['annotations']} object(s)), fewer than min_source_images="
+                    f"{min_source_images}; its metrics will rest on very few scenes (add images or change "
+                    "partition.ratios)")
+        log.warning("%s", msgs[-1])
+    return msgs
+
+
 def partition_tiles(tiles_json: str | Path, out_dir: str | Path, mode: str = "ratio",
                     ratios: Mapping[str, float] | None = None, seed: int = 0,
-                    split_map: Mapping[str, str] | None = None) -> dict[str, Any]:
+                    split_map: Mapping[str, str] | None = None,
+                    min_source_images: int = MIN_SOURCE_IMAGES) -> dict[str, Any]:
     """Write ``out_dir/{train,val,test}.json`` and return a summary (counts per part).
 
     ``mode="ratio"``: source images are shuffled with ``seed`` and cut by ``ratios`` (fractions of source
     images). ``mode="official"``: each tile's ``split`` decides; when no tile is ``val`` (a trainval-style
     split), a fraction ``ratios["val"]`` of the train source images is moved to val with ``seed``.
+    Parts with fewer than ``min_source_images`` source images are warned about (``summary["warnings"]``).
     """
     tiles_json, out_dir = Path(tiles_json), Path(out_dir)
     ratios = check_ratios(DEFAULT_RATIOS if ratios is None else ratios)
@@ -135,7 +165,10 @@ def partition_tiles(tiles_json: str | Path, out_dir: str | Path, mode: str = "ra
                                                   "images": imgs, "annotations": anns})
         summary["parts"][p] = {"source_images": len(parts[p]), "tiles": len(imgs), "annotations": len(anns),
                                "tile_fraction": len(imgs) / total_tiles}
+    dataset = coco.get("info", {}).get("dataset", "?")
+    summary["warnings"] = warn_small_parts(summary, f"dataset {dataset}, partition {out_dir}", min_source_images)
     return summary
 
 
-__all__ = ["DEFAULT_RATIOS", "PARTS", "check_ratios", "partition_tiles", "split_by_ratio"]
+__all__ = ["DEFAULT_RATIOS", "MIN_SOURCE_IMAGES", "PARTS", "check_ratios", "partition_tiles", "split_by_ratio",
+           "warn_small_parts"]

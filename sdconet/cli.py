@@ -1,16 +1,19 @@
 r"""``python -m sdconet``: train, evaluate and summarise SDCoNet (thin adapters over the tested library functions).
 
+    python -m sdconet train --spec results/nwpu/bicubic_x2/sdconet/seed0/run_spec.json [--resume]  # what the DAG runs
     python -m sdconet train --config config/sdconet/paper.yaml --data results/data/nwpu --out runs/nwpu/sdconet \
-        [--method sdconet_no_sr] [--set train.epochs=36 ...] [--lr-dir results/data/nwpu/matlab_x4/lr] [--resume]
+        [--method sdconet_no_sr] [--experiments my_sheet.tsv] [--set train.epochs=36 ...] \
+        [--lr-dir results/data/nwpu/matlab_x4/lr] [--seed 1] [--resume]
     torchrun --nproc_per_node 8 -m sdconet train ...       # DDP (the engine reads torchrun's env; batch per GPU)
-    python -m sdconet evaluate --checkpoint runs/nwpu/sdconet/last.pt --data results/data/nwpu \
-        --out results/nwpu/bicubic_x2/sdconet/seed0/metrics.json [--split test] [--sr]
-    python -m sdconet summary --preset paper [--method sdconet_separate]
+    python -m sdconet evaluate --run runs/nwpu/sdconet [--split test] [--bootstrap 200] [--out other/metrics.json]
+    python -m sdconet summary --preset paper --scale 2 [--method sdconet_separate]
 
-``--data`` is the data stage's folder ``results/data/{dataset}``: ``partition/{train,val,test}.json`` (COCO, file
-names relative to ``tiles/``) and ``tiles/images``. ``num_classes`` comes from the partition json's categories.
-``train`` writes ``OUT/run_config.json`` (resolved model + train config, method, data) beside the checkpoints;
-``evaluate`` rebuilds the model from the ``run_config.json`` next to the checkpoint (or ``--config``).
+``train --config/--data/--out`` builds the run specification with the same builder as the workflow
+(:func:`sdconet.spec.build_spec`): ``--data`` is the data stage's folder ``results/data/{dataset}``
+(``partition/{train,val,test}.json`` and ``tiles/images``; ``num_classes`` comes from the partition's categories),
+the degradation (and so the scale) comes from ``--lr-dir``'s manifest, or is the released code's x2 bicubic made
+inside the model. ``OUT/train`` receives ``run_spec.json``, the checkpoints and ``train_log.jsonl``; ``evaluate``
+rebuilds the model from that ``run_spec.json`` and writes ``OUT/metrics.json``.
 """
 from __future__ import annotations
 
@@ -26,8 +29,9 @@ from typing import Any, Iterator, Sequence
 
 import yaml
 
+from benchcore.config import parse_sets  # the one --set grammar: ["train.epochs=3"] -> {"train.epochs": 3}
+
 log = logging.getLogger("sdconet")
-RUN_CONFIG = "run_config.json"
 
 
 class UsageError(Exception):
@@ -58,17 +62,6 @@ def strict_json(obj: Any) -> Any:
     return obj
 
 
-def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
-    """``["train.epochs=3", "model.swin.window_size=8"]`` -> dotted-key dict (values parsed as YAML)."""
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r}: expected key=value (e.g. train.epochs=3)")
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def data_paths(data: Path, split: str) -> tuple[Path, Path]:
     """(partition json of ``split``, image dir that its ``file_name``s are relative to) of a data folder."""
     ann, images = data / "partition" / f"{split}.json", data / "tiles"
@@ -88,125 +81,76 @@ def num_classes_of(ann: Path) -> int:
     return len(cats)
 
 
-def lr_scale(lr_dir: Path | None, default: int) -> int:
-    """Scale of an offline LR folder (its ``manifest.json``), else ``default``."""
-    if lr_dir is None:
-        return default
-    if not lr_dir.is_dir():
-        raise FileNotFoundError(f"--lr-dir {lr_dir} is not a folder")
+#: The degradation of a CLI run without ``--lr-dir``: the released code's x2 bicubic of the normalised HR tensor,
+#: made inside the model (``sdconet.spec.lr_on_the_fly``).
+ON_THE_FLY_DEGRADATION = {"name": "bicubic_x2", "scale": 2, "kernel": "torch-bicubic", "blur": 0.0, "noise": 0.0,
+                          "jpeg": None, "seed": 0}
+
+
+def degradation_of_lr_dir(lr_dir: Path) -> dict[str, Any]:
+    """The degradation of an offline LR folder, from its ``manifest.json`` (``data_prep degrade`` writes it); its
+    name is the folder's parent (``results/data/<ds>/<degradation>/lr``)."""
     man = lr_dir / "manifest.json"
-    return int(json.loads(man.read_text())["scale"]) if man.is_file() else default
+    if not man.is_file():
+        raise FileNotFoundError(f"{man} not found: --lr-dir must be a folder written by `python -m data_prep degrade`")
+    doc = json.loads(man.read_text(encoding="utf-8"))
+    return {"name": lr_dir.parent.name, **{k: doc[k] for k in ("scale", "kernel", "blur", "noise", "jpeg", "seed")}}
 
 
-def _degradation(lr_dir: str | None, scale: int) -> str:
-    """``results/data/<ds>/<degradation>/lr`` -> ``<degradation>``; on the fly: ``bicubic_x<scale>``."""
-    return Path(lr_dir).parent.name if lr_dir else f"bicubic_x{scale}"
+def spec_from_args(a: argparse.Namespace) -> dict[str, Any]:
+    """The run specification of ``train --config ... --data ... --out ...`` (the same builder as the workflow's)."""
+    from benchcore.experiments import load_experiments  # noqa: PLC0415
+    from sdconet.methods import SHEET  # noqa: PLC0415
+    from sdconet.spec import build_spec  # noqa: PLC0415
+
+    data = Path(a.data).resolve()
+    train_ann, _ = data_paths(data, "train")
+    lr_dir = Path(a.lr_dir).resolve() if a.lr_dir else None
+    deg = degradation_of_lr_dir(lr_dir) if lr_dir else dict(ON_THE_FLY_DEGRADATION)
+    sheet = Path(a.experiments) if a.experiments else SHEET
+    rows = {r["id"]: r for r in load_experiments(sheet).to_dict(orient="records")}
+    method = a.method or "sdconet"
+    if method not in rows:
+        raise ValueError(f"unknown method id {method!r} in {sheet}; rows: {sorted(rows)}")
+    cats = json.loads(train_ann.read_text(encoding="utf-8")).get("categories") or []
+    spec = build_spec(results=str(Path(a.out).resolve().parent), dataset=data.name, degradation=deg,
+                      row=rows[method], seed=a.seed, config_file=Path(a.config).resolve(),
+                      num_classes=num_classes_of(train_ann), sets=a.set or [], experiments=str(sheet.resolve()),
+                      out=str(Path(a.out).resolve()), data=str(data), lr_dir=str(lr_dir) if lr_dir else None,
+                      class_names=[c["name"] for c in sorted(cats, key=lambda c: c["id"])])
+    if lr_dir is None and not spec["settings"]["model"]["lr"]["on_the_fly"]:
+        raise ValueError("this configuration needs offline LR tiles: pass --lr-dir")
+    return spec
 
 
 def cmd_train(a: argparse.Namespace) -> dict[str, Any]:
-    import torch  # noqa: PLC0415
+    from benchcore.runspec import load_spec  # noqa: PLC0415
+    from sdconet.spec import train_from_spec  # noqa: PLC0415
 
-    from sdconet.data import TileDataset  # noqa: PLC0415
-    from sdconet.engine import train  # noqa: PLC0415
-    from sdconet.models.build import build_model, load_model_config  # noqa: PLC0415
-    from sdconet.models.config import to_dict  # noqa: PLC0415
-    from sdconet.train_config import TrainConfig  # noqa: PLC0415
-    from benchcore.atomic import atomic_write_json  # noqa: PLC0415
-
-    data = Path(a.data).resolve()
-    lr_dir = Path(a.lr_dir).resolve() if a.lr_dir else None
     with _usage():
-        train_ann, images = data_paths(data, "train")
-        sets = parse_sets(a.set)
-        if a.device:
-            sets["train.device"] = a.device
-        sets["model.num_classes"] = num_classes_of(train_ann)
-        if lr_dir is not None:
-            sets["model.lr.on_the_fly"] = False
-            sets["model.lr.scale"] = lr_scale(lr_dir, int(sets.get("model.lr.scale", 2)))
-        cfg, train_dict = load_model_config(a.config, sets, method=a.method)
-        tcfg = TrainConfig.from_dict(train_dict)
-        kw = dict(lr_dir=lr_dir, scale=cfg.lr.scale, seed=tcfg.seed)
-        train_set = TileDataset(train_ann, images, train=True, **kw)
-        val_ann = data / "partition" / "val.json"
-        val_set = TileDataset(val_ann, images, train=False, **kw) if val_ann.is_file() else None
-    if val_set is not None and len(val_set) == 0:
-        val_set = None
-    torch.manual_seed(tcfg.seed)  # model initialisation
-    model = build_model(cfg)
-    out = Path(a.out)
-    run_cfg = {"model": to_dict(cfg), "train": tcfg.to_dict(), "method": a.method or "sdconet",
-               "data": str(data), "lr_dir": str(lr_dir) if lr_dir else None,
-               "degradation": _degradation(str(lr_dir) if lr_dir else None, cfg.lr.scale),
-               "config_file": str(Path(a.config).resolve()), "sets": sets}
-    if int(os.environ.get("RANK", "0")) == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / RUN_CONFIG, strict_json(run_cfg))
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    res = train(model, train_set, val_set, tcfg, out, resume=a.resume, distributed=distributed)
-    hist = res["history"]
-    return {"out": str(out), "last_checkpoint": res["last_checkpoint"], "epochs_run": len(hist),
-            "final_loss": hist[-1]["loss"] if hist else None,
-            "final_val": hist[-1].get("val") if hist else None}
-
-
-def _run_config(a: argparse.Namespace, ckpt: Path) -> dict[str, Any]:
-    """The run config next to the checkpoint, or one resolved from ``--config`` / ``--method`` / ``--set``."""
-    from sdconet.models.build import load_model_config  # noqa: PLC0415
-    from sdconet.models.config import to_dict  # noqa: PLC0415
-
-    if a.config is None:
-        path = ckpt.parent / RUN_CONFIG
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found; pass --config (and --method/--set) to describe the model")
-        return json.loads(path.read_text())
-    sets = parse_sets(a.set)
-    sets["model.num_classes"] = num_classes_of(data_paths(Path(a.data), a.split)[0])
-    cfg, train = load_model_config(a.config, sets, method=a.method)
-    return {"model": to_dict(cfg), "train": train, "method": a.method or "sdconet", "lr_dir": None}
+        if a.spec:
+            if a.config or a.data or a.out or a.set or a.method or a.lr_dir:
+                raise ValueError("--spec describes the whole run: give it alone (with --resume / --device)")
+            spec = load_spec(a.spec)
+        else:
+            missing = [f"--{k}" for k in ("config", "data", "out") if not getattr(a, k)]
+            if missing:
+                raise ValueError(f"train needs --spec, or {', '.join(missing)}")
+            spec = spec_from_args(a)
+    return train_from_spec(spec, resume=a.resume, device=a.device)
 
 
 def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
-    from sdconet.checkpoint import load_checkpoint  # noqa: PLC0415
-    from sdconet.data import TileDataset  # noqa: PLC0415
-    from sdconet.engine import DistInfo, resolve_device  # noqa: PLC0415
-    from sdconet.evaluate import evaluate, write_run_metrics  # noqa: PLC0415
-    from sdconet.models.build import build_model  # noqa: PLC0415
-    from sdconet.models.config import from_dict  # noqa: PLC0415
-    from sdconet.summary import parameter_summary  # noqa: PLC0415
+    from benchcore.runspec import RUN_SPEC, load_spec  # noqa: PLC0415
+    from sdconet.spec import evaluate_from_spec  # noqa: PLC0415
 
-    ckpt = Path(a.checkpoint)
     with _usage():
-        if not ckpt.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {ckpt}")
-        run_cfg = _run_config(a, ckpt)
-        lr_dir = a.lr_dir or run_cfg.get("lr_dir")
-        model_dict = dict(run_cfg["model"])
-        if a.lr_dir:
-            model_dict["lr"] = {**model_dict.get("lr", {}), "on_the_fly": False,
-                                "scale": lr_scale(Path(a.lr_dir), model_dict.get("lr", {}).get("scale", 2))}
-        cfg = from_dict(model_dict)
-        ann, images = data_paths(Path(a.data), a.split)
-        ds = TileDataset(ann, images, train=False, lr_dir=lr_dir, scale=cfg.lr.scale)
-        device = resolve_device(a.device, DistInfo(False))
-    model = build_model(cfg)
-    state = load_checkpoint(ckpt, model, restore_rng=False)
-    model.to(device)
-    kw: dict[str, Any] = {"crop_border": 0, "test_y_channel": False} if a.sr_rgb else {}
-    res = evaluate(model, ds, ds.coco, device, batch_size=a.batch_size, sr=a.sr, **kw)
-    summ = parameter_summary(model)
-    eff = {"params": summ["totals"]["total"], "params_inference": summ["totals"]["inference_path"],
-           "params_millions": summ["millions"]}
-    seed = a.seed if a.seed is not None else int(run_cfg.get("train", {}).get("seed", 0))
-    doc = write_run_metrics(
-        a.out, res, method=a.method or run_cfg.get("method", "sdconet"),
-        dataset=a.dataset or Path(a.data).resolve().name,
-        degradation=a.degradation or run_cfg.get("degradation") or _degradation(lr_dir, cfg.lr.scale),
-        seed=seed, config=run_cfg, device=device, efficiency=eff,
-        extra={"checkpoint": str(ckpt.resolve()), "epoch": int(state["epoch"]), "split": a.split,
-               "images": len(ds)})
-    return {"metrics": str(a.out), "detection": {k: doc["detection"][k] for k in ("AP", "AP50", "AP_s")},
-            "sr": doc["sr"]}
+        if bool(a.spec) == bool(a.run):
+            raise ValueError("evaluate needs exactly one of --spec FILE or --run DIR")
+        path = Path(a.spec) if a.spec else Path(a.run) / "train" / RUN_SPEC
+        spec = load_spec(path)
+    return evaluate_from_spec(spec, spec_path=path, split=a.split, n_boot=a.bootstrap, batch_size=a.batch_size,
+                              device=a.device, sr_rgb=a.sr_rgb, out=a.out)
 
 
 def cmd_summary(a: argparse.Namespace) -> dict[str, Any]:
@@ -218,6 +162,7 @@ def cmd_summary(a: argparse.Namespace) -> dict[str, Any]:
         sets = parse_sets(a.set)
         if a.num_classes is not None:
             sets["model.num_classes"] = a.num_classes
+        sets["model.lr.scale"] = a.scale
         doc = yaml.safe_load(Path(a.config).read_text()) if a.config else {"model": {"preset": a.preset}}
         doc.setdefault("train", {})
         doc["train"] = {"epochs": 1, "batch_size": 1, **(doc["train"] or {})}  # the summary needs no schedule
@@ -227,35 +172,45 @@ def cmd_summary(a: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def cmd_convert_official(a: argparse.Namespace) -> dict[str, Any]:
+    from sdconet.official import convert_checkpoint  # noqa: PLC0415
+
+    with _usage():
+        res = convert_checkpoint(a.checkpoint, a.out, config=a.config, allow_unmapped=a.allow_unmapped)
+    r = res["report"]
+    for key, why in {**r["unmapped"], **r["shape_mismatch"], **r["value_mismatch"]}.items():
+        print(f"not converted: {key} ({why})", file=sys.stderr)
+    for key in r["unfilled"]:
+        print(f"not filled (random init): {key}", file=sys.stderr)
+    return res
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m sdconet``."""
     p = argparse.ArgumentParser(prog="python -m sdconet", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="train SDCoNet (or an ablation) on a data folder")
-    t.add_argument("--config", required=True, help="run config YAML (config/sdconet/paper.yaml)")
-    t.add_argument("--data", required=True, help="data folder results/data/<dataset>")
-    t.add_argument("--out", required=True, help="run folder (checkpoints, train_log.jsonl, run_config.json)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    t.add_argument("--method", default=None, help="experiments.tsv id of an SDCoNet variant")
+    t = sub.add_parser("train", help="train SDCoNet (or an ablation): from a run spec, or from a config + data folder")
+    t.add_argument("--spec", default=None, help="run_spec.json (what the workflow writes); nothing else is needed")
+    t.add_argument("--config", default=None, help="model + train config YAML (config/sdconet/paper.yaml)")
+    t.add_argument("--data", default=None, help="data folder results/data/<dataset>")
+    t.add_argument("--out", default=None, help="run folder: OUT/train holds checkpoints, train_log.jsonl, run_spec.json")
+    t.add_argument("--method", default=None, help="id of an SDCoNet row of the experiments sheet (default sdconet)")
+    t.add_argument("--experiments", default=None, help="experiments sheet (default: the repository's)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override, e.g. train.epochs=3 (repeatable)")
-    t.add_argument("--lr-dir", default=None, help="offline LR tiles (results/data/<ds>/<degradation>/lr)")
+    t.add_argument("--lr-dir", default=None, help="offline LR tiles (results/data/<ds>/<degradation>/lr); the run's "
+                   "degradation and scale come from its manifest. Without it: x2 bicubic inside the model")
+    t.add_argument("--seed", type=int, default=0, help="the run's seed (train.seed)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/train/last.pt")
     t.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides train.device)")
-    e = sub.add_parser("evaluate", help="evaluate a checkpoint and write metrics.json + detections.json")
-    e.add_argument("--checkpoint", required=True)
-    e.add_argument("--data", required=True, help="data folder results/data/<dataset>")
-    e.add_argument("--out", required=True, help="metrics.json path (detections.json is written beside it)")
+    e = sub.add_parser("evaluate", help="evaluate a trained run and write metrics.json + detections.json")
+    e.add_argument("--spec", default=None, help="the run's run_spec.json")
+    e.add_argument("--run", default=None, help="the run folder (reads RUN/train/run_spec.json)")
+    e.add_argument("--out", default=None, help="metrics.json path (default: the run folder's metrics.json)")
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
-    e.add_argument("--sr", action="store_true", help="also score the SR output (PSNR/SSIM)")
     e.add_argument("--sr-rgb", action="store_true", help="SR metrics on RGB without border crop (spec 10 row 12)")
-    e.add_argument("--lr-dir", default=None, help="offline LR tiles (default: the run's)")
-    e.add_argument("--config", default=None, help="run config YAML when the run folder has no run_config.json")
-    e.add_argument("--set", action="append", metavar="KEY=VALUE", help="overrides with --config")
-    e.add_argument("--method", default=None, help="method id (default: the run's)")
-    e.add_argument("--dataset", default=None, help="dataset name (default: the data folder's name)")
-    e.add_argument("--degradation", default=None, help="degradation name (default: the run's)")
-    e.add_argument("--seed", type=int, default=None, help="seed recorded in metrics.json (default: the run's)")
+    e.add_argument("--bootstrap", type=int, default=0, help="bootstrap replicates for AP / AP_s CIs (0 = off)")
     e.add_argument("--batch-size", type=int, default=2)
     e.add_argument("--device", default="auto")
     s = sub.add_parser("summary", help="per-component parameter counts as JSON")
@@ -263,7 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default=None, help="run config YAML instead of a preset")
     s.add_argument("--method", default=None, help="experiments.tsv id of an SDCoNet variant")
     s.add_argument("--num-classes", type=int, default=None)
+    s.add_argument("--scale", type=int, required=True, help="HR / LR scale (2, 3, 4 or 8): sets the SR head")
     s.add_argument("--set", action="append", metavar="KEY=VALUE")
+    c = sub.add_parser("convert-official", help="convert a released mmdetection SDCoNet checkpoint (sdconet.official)")
+    c.add_argument("checkpoint", help="released .pth (mmengine checkpoint with 'state_dict', or a bare state dict)")
+    c.add_argument("out", help="suite checkpoint to write (OUT.json beside it: the model settings and the report)")
+    c.add_argument("--config", default=None, help="released model config as JSON (an mmdetection model dict, "
+                   "a dumped mmengine config or the fixture's config.json); default: the released full-size model")
+    c.add_argument("--allow-unmapped", action="store_true", help="write even if keys stay unmapped or unfilled")
     return p
 
 
@@ -272,7 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "summary": cmd_summary}
+    handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "summary": cmd_summary,
+                "convert-official": cmd_convert_official}
     try:
         result = handlers[args.command](args)
     except UsageError as exc:

@@ -6,7 +6,8 @@ A sample is ``(image, target)``:
   HR tile, or the offline LR tile (``(3, H // scale, W // scale)``) when ``lr_dir`` is given.
 - ``target``: ``boxes`` float32 ``(N, 4)`` xyxy in **HR** pixels, ``labels`` int64 ``(N,)`` = category_id - 1,
   ``image_id`` (int, the COCO id), ``size`` (H, W) of the HR tile, ``flipped`` (bool) and, with ``lr_dir``,
-  ``hr``: the normalised HR tile ``(3, H, W)`` (the SR target; flipped together with the LR input).
+  ``hr``: the normalised HR tile ``(3, s * (H // s), s * (W // s))`` (the SR target, mod-cropped to the area the
+  LR tile covers; boxes are clipped to it and flipped about it, together with the LR input).
 
 Boxes follow mmdet's ``CocoDataset``: ``iscrowd=1`` boxes and boxes with ``w < 1`` or ``h < 1`` are left out of
 the training targets (evaluation uses the COCO json, not these targets). Empty tiles give ``boxes (0, 4)``.
@@ -134,6 +135,14 @@ class TileDataset(Dataset):
             if lr.shape[:2] != (height // self.scale, width // self.scale):
                 raise ValueError(f"{lr_path}: LR size {lr.shape[1]}x{lr.shape[0]} is not the HR size "
                                  f"{width}x{height} // {self.scale}")
+            # The LR tile covers the HR tile's top-left scale * (H // scale) rows and columns (mod-crop): the SR
+            # target, the boxes and the flip axis live on that grid (a no-op when the scale divides the tile).
+            height, width = lr.shape[0] * self.scale, lr.shape[1] * self.scale
+            hr_t = hr_t[:, :height, :width]
+            boxes = torch.stack([boxes[:, 0].clamp(0, width), boxes[:, 1].clamp(0, height),
+                                 boxes[:, 2].clamp(0, width), boxes[:, 3].clamp(0, height)], dim=1)
+            keep = (boxes[:, 2] - boxes[:, 0] >= 1) & (boxes[:, 3] - boxes[:, 1] >= 1)
+            boxes, labels = boxes[keep], labels[keep]
             image, target["hr"] = normalise_uint8(lr), hr_t
         else:
             image = hr_t

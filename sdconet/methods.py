@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from benchcore.experiments import load_experiments
 
+#: The repository's sheet: the default of the CLIs' ``--experiments``. The workflow passes the configured
+#: sheet's rows (``experiments:`` of the user's config), never this path.
 SHEET = Path(__file__).resolve().parents[1] / "config" / "experiments.tsv"
 log = logging.getLogger(__name__)
 
@@ -41,12 +43,17 @@ def sdconet_method_ids(path: str | Path = SHEET) -> list[str]:
     return [r["id"] for r in _rows(path) if r["detector"] == "sdconet"]
 
 
-def method_row(method_id: str, path: str | Path = SHEET) -> dict[str, str]:
-    """The sheet row of ``method_id``; ValueError for an unknown id or a non-SDCoNet (baseline) row."""
-    rows = {r["id"]: r for r in _rows(path)}
-    if method_id not in rows:
-        raise ValueError(f"unknown method id {method_id!r} in {path}; SDCoNet rows: {sdconet_method_ids(path)}")
-    row = rows[method_id]
+def method_row(method: str | Mapping[str, Any], path: str | Path = SHEET) -> dict[str, str]:
+    """The sheet row of ``method`` (an id looked up in ``path``, or a row already read from the configured sheet);
+    ValueError for an unknown id or a non-SDCoNet (baseline) row."""
+    if isinstance(method, Mapping):
+        row = {k: str(v) for k, v in method.items()}
+        method_id = row.get("id", "<row>")
+    else:
+        rows = {r["id"]: r for r in _rows(path)}
+        if method not in rows:
+            raise ValueError(f"unknown method id {method!r} in {path}; SDCoNet rows: {sdconet_method_ids(path)}")
+        row, method_id = rows[method], method
     if row["detector"] != "sdconet":
         raise ValueError(f"method {method_id!r} is a {row['detector']} baseline, not an SDCoNet variant "
                          f"(run it with the baselines package)")
@@ -72,19 +79,23 @@ def _ratios(cell: str) -> tuple[float, ...]:
     return tuple(float(x) for x in cell.split(","))
 
 
-def method_overrides(method_id: str, path: str | Path = SHEET, enc_layers: int | None = None) -> dict[str, Any]:
-    """Dotted-key overrides (``model.*`` and ``train.*``) that turn the base config into ``method_id``.
+def method_overrides(method: str | Mapping[str, Any], path: str | Path = SHEET,
+                     enc_layers: int | None = None) -> dict[str, Any]:
+    """Dotted-key overrides (``model.*`` and ``train.*``) that turn the base config into ``method``.
+
+    The row's ``set`` cell is not included: :mod:`sdconet.spec` applies it after the workflow's overrides.
 
     Args:
-        method_id: A row id whose detector is ``sdconet``.
-        path: The experiments sheet.
+        method: A row id whose detector is ``sdconet`` (looked up in ``path``) or the row itself.
+        path: The experiments sheet (only for an id).
         enc_layers: Encoder depth of the target model; the layer ratios are resampled to it (with a log
             message) when it differs from the sheet's count. None keeps the sheet's list.
 
     Returns:
         e.g. ``{"model.use_saliency": True, "model.use_sr": False, "train.routing": "none", ...}``.
     """
-    row = method_row(method_id, path)
+    row = method_row(method, path)
+    method_id = row.get("id", "<row>")
     yes = {"yes": True, "no": False}
     layer = _ratios(row["layer_filter_ratio"])
     if enc_layers is not None and len(layer) != enc_layers:

@@ -12,9 +12,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
+
+from benchcore import config as _config
 
 if TYPE_CHECKING:
     import torch
@@ -23,7 +24,7 @@ ROUTING_MODES = ("schedule", "none", "projection")
 GROUP_NAMES = ("backbone", "sr", "other")
 
 
-class TrainConfigError(ValueError):
+class TrainConfigError(_config.ConfigError):
     """An unknown key or an invalid value in a training configuration (the message names the key)."""
 
 
@@ -100,21 +101,19 @@ class TrainConfig:
             raise TrainConfigError(f"invalid training config value(s): {shown}{hint}")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
-        """Build a config from a plain mapping; unknown keys raise :class:`TrainConfigError` naming them."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in data if k not in names]
-        if unknown:
-            hints = []
-            for k in unknown:
-                close = difflib.get_close_matches(str(k), names, n=1)
-                hints.append(f"'{k}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-            raise TrainConfigError(f"unknown training config key(s): {', '.join(hints)}")
-        missing = [f.name for f in dataclasses.fields(cls)
-                   if f.default is dataclasses.MISSING and f.name not in data]
-        if missing:
-            raise TrainConfigError(f"training config lacks required key(s): {missing}")
-        return cls(**dict(data))
+    def from_dict(cls, data: Mapping[str, Any], source: str | None = None, prefix: str = "") -> "TrainConfig":
+        """Build a config from a plain mapping (:func:`benchcore.config.from_dict`).
+
+        Args:
+            data: the ``train`` section.
+            source: the file named at the start of an error message (None: not named).
+            prefix: dotted path of the section in a larger config (``"train."``) for the key paths of errors.
+
+        Raises:
+            TrainConfigError: an unknown key (with the closest valid one), a missing required key (``epochs``,
+                ``batch_size``) or a bad value, named in one line.
+        """
+        return _config.from_dict(cls, data, source=source, prefix=prefix, error=TrainConfigError)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly dict (``milestones`` as a list) that :meth:`from_dict` reads back."""

@@ -65,12 +65,12 @@ def test_matlab_bicubic_matches_basicsr_and_differs_from_torch() -> None:
 
 def test_blur_noise_jpeg_change_image_and_determinism() -> None:
     img = _img()
-    clean = degrade_array(img)
-    assert not np.array_equal(degrade_array(img, blur=1.5), clean)
-    assert not np.array_equal(degrade_array(img, jpeg=30), clean)
-    n1 = degrade_array(img, noise=5, rng=np.random.default_rng(1))
-    n1b = degrade_array(img, noise=5, rng=np.random.default_rng(1))
-    n2 = degrade_array(img, noise=5, rng=np.random.default_rng(2))
+    clean = degrade_array(img, 2)
+    assert not np.array_equal(degrade_array(img, 2, blur=1.5), clean)
+    assert not np.array_equal(degrade_array(img, 2, jpeg=30), clean)
+    n1 = degrade_array(img, 2, noise=5, rng=np.random.default_rng(1))
+    n1b = degrade_array(img, 2, noise=5, rng=np.random.default_rng(1))
+    n2 = degrade_array(img, 2, noise=5, rng=np.random.default_rng(2))
     assert not np.array_equal(n1, clean)
     np.testing.assert_array_equal(n1, n1b)
     assert not np.array_equal(n1, n2)
@@ -79,14 +79,14 @@ def test_blur_noise_jpeg_change_image_and_determinism() -> None:
 
 
 def test_invalid_parameters() -> None:
-    with pytest.raises(ValueError, match=r"50x48.*not divisible by scale 4"):
-        degrade_array(_img(48, 50), scale=4)
+    with pytest.raises(ValueError, match=r"3x2.*smaller than the scale 4"):
+        degrade_array(_img(2, 3), scale=4)
     with pytest.raises(ValueError, match="torch-bicubic, matlab-bicubic, bilinear"):
-        degrade_array(_img(), kernel="lanczos")
+        degrade_array(_img(), 2, kernel="lanczos")
     with pytest.raises(ValueError, match="jpeg"):
-        degrade_array(_img(), jpeg=0)
+        degrade_array(_img(), 2, jpeg=0)
     with pytest.raises(ValueError, match="uint8"):
-        degrade_array(_img().astype(np.float32))
+        degrade_array(_img().astype(np.float32), 2)
     assert degradation_name(4, "matlab-bicubic", 1.2, 5, 75) == "x4_matlab-bicubic_b1.2_n5_j75"
 
 
@@ -132,9 +132,9 @@ def test_folder_order_and_worker_independence(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "t0__0_0.png").read_bytes() != (tmp_path / "d" / "t0__0_0.png").read_bytes()
     # different images get different noise even with one seed
     a0 = np.asarray(Image.open(tmp_path / "a" / "t0__0_0.png")).astype(int)
-    clean0 = degrade_array(np.asarray(Image.open(tmp_path / "hr" / "t0__0_0.png")))
+    clean0 = degrade_array(np.asarray(Image.open(tmp_path / "hr" / "t0__0_0.png")), 2)
     a1 = np.asarray(Image.open(tmp_path / "a" / "t1__0_8.png")).astype(int)
-    clean1 = degrade_array(np.asarray(Image.open(tmp_path / "hr" / "t1__0_8.png")))
+    clean1 = degrade_array(np.asarray(Image.open(tmp_path / "hr" / "t1__0_8.png")), 2)
     assert not np.array_equal(a0 - clean0, a1 - clean1)
 
 
@@ -142,25 +142,25 @@ def test_corrupt_file_skipped_or_strict(tmp_path: Path) -> None:
     _write_tiles(tmp_path / "hr", 3)
     (tmp_path / "hr" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
     with pytest.warns(UserWarning, match="broken.png"):
-        m = degrade_folder(tmp_path / "hr", tmp_path / "lr")
+        m = degrade_folder(tmp_path / "hr", tmp_path / "lr", 2)
     assert m["counts"] == {"found": 4, "written": 3, "skipped": 1}
     assert m["skipped"][0]["file"] == "broken.png"
     assert not (tmp_path / "lr" / "broken.png").exists()
     with pytest.raises(CorruptImageError, match="broken.png"):
-        degrade_folder(tmp_path / "hr", tmp_path / "strict", strict=True)
+        degrade_folder(tmp_path / "hr", tmp_path / "strict", 2, strict=True)
     assert not (tmp_path / "strict").exists()  # atomic: nothing half-written
 
 
 def test_folder_errors_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "hr").mkdir()
-    Image.fromarray(_img(30, 30)).save(tmp_path / "hr" / "odd.png")
-    with pytest.raises(DataError, match=r"odd\.png.*not divisible by scale 4"):
+    Image.fromarray(_img(3, 3)).save(tmp_path / "hr" / "odd.png")
+    with pytest.raises(DataError, match=r"odd\.png.*smaller than the scale 4"):
         degrade_folder(tmp_path / "hr", tmp_path / "lr", scale=4)
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        degrade_folder(tmp_path / "nowhere", tmp_path / "lr")
+        degrade_folder(tmp_path / "nowhere", tmp_path / "lr", 2)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no \\*.png"):
-        degrade_folder(tmp_path / "empty", tmp_path / "lr")
+        degrade_folder(tmp_path / "empty", tmp_path / "lr", 2)
 
 
 @pytest.mark.parametrize("kernel", DEGRADATION_KERNELS)
@@ -173,3 +173,15 @@ def test_real_nwpu_crop_round_trip(nwpu_root: Path, kernel: str) -> None:
     up = F.interpolate(t, size=(256, 256), mode="bicubic", align_corners=False)[0].permute(1, 2, 0).numpy()
     mse = float(np.mean((up.clip(0, 255) - hr.astype(np.float32)) ** 2))
     assert 10 * np.log10(255.0**2 / mse) > 38  # aligned ~42 dB on this crop; a 1 px shift gives ~34 dB
+
+
+@pytest.mark.parametrize("kernel", ["torch-bicubic", "matlab-bicubic", "bilinear"])
+@pytest.mark.parametrize("scale,side", [(3, 256), (3, 512), (4, 50)])
+def test_mod_crop_when_the_scale_does_not_divide_the_tile(kernel: str, scale: int, side: int) -> None:
+    """x3 on 256 / 512 px tiles: the HR tile is mod-cropped to s * (side // s) first (BasicSR's mod_crop), so the
+    LR tile is exactly the degradation of the covered top-left area."""
+    img = np.random.default_rng(0).integers(0, 256, size=(side, side, 3), dtype=np.uint8)
+    out = degrade_array(img, scale, kernel)
+    assert out.shape == (side // scale, side // scale, 3)
+    covered = scale * (side // scale)
+    np.testing.assert_array_equal(out, degrade_array(np.ascontiguousarray(img[:covered, :covered]), scale, kernel))

@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compare.efficiency_runner import count_gmac, main, measure_method, write_efficiency
+from compare.efficiency_runner import (count_gmac, main, measure_method, measure_method_in_fresh_process,
+                                      write_efficiency)
 from compare.report.collect import efficiency_row
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning",
@@ -38,10 +39,13 @@ def _check_latency(res: dict, batch: int = 2) -> None:
     bsn = res["latency"]["bsN"]
     assert bsn["batch_size"] == batch and bsn["median_ms"] > 0 and bsn["throughput_per_s"] > 0
     assert res["peak_mem_mb"] > 0 and res["device"].startswith("cpu")
+    assert res["peak_mem_mb"] == max(res["latency"][b]["peak_mem_mb"] for b in ("bs1", "bsN"))
 
 
-def test_bicubic_then_frcnn_counts_interpolation_as_zero() -> None:
-    res = measure_method("frcnn_bicubic", SHEET, **KW)
+def test_bicubic_then_frcnn_counts_interpolation_as_zero(one_thread) -> None:
+    """Through the workflow's path: measured in a fresh process of its own, pinned to this process's threads."""
+    res = measure_method_in_fresh_process("frcnn_bicubic", SHEET, **KW)
+    assert res["peak_mem_process"] == "own" and res["device"].endswith(" 1 threads)")
     assert res["input_size"] == [HR // 2, HR // 2] and res["kind"] == "serial"
     p = res["params"]
     assert p["components"]["sr"] == 0 and p["total"] == p["inference"] == p["components"]["detector"] > 0
@@ -73,6 +77,7 @@ def test_cli_writes_a_file_the_report_reads(tmp_path: Path, capsys: pytest.Captu
     assert row["gmac"] > 0 and row["latency_ms"] > 0 and row["batch_size"] == 2 and row["flops_counter"] == "fvcore"
     assert row["params_total"] == row["params_inference"] and row["params_training_only"] == 0
     doc = json.loads(out.read_text())
+    assert doc["peak_mem_process"] == "shared"  # main() called inside this test process, not `python -m`
     with pytest.raises(ValueError, match="file name must be the method id"):
         write_efficiency(tmp_path / "other.json", doc)
     assert main(["--method", "no_such_method", "--experiments", str(SHEET), "--num-classes", "4",
@@ -108,7 +113,7 @@ def test_sdconet_sr_branch_is_training_only_and_serial_variant_costs_more() -> N
 def test_counters_agree_on_sdconet() -> None:
     from compare.efficiency_runner import build_method
 
-    _, mm = build_method("sdconet", SHEET, num_classes=4, hr_size=HR, preset="tiny")
+    _, mm = build_method("sdconet", SHEET, num_classes=4, hr_size=HR, scale=2, preset="tiny")
     x = torch.rand(1, 3, HR // 2, HR // 2)
     flags = [p.requires_grad for p in mm.pipeline.parameters()]
     assert any(flags)

@@ -349,7 +349,7 @@ def test_dn_attention_mask_properties() -> None:
 # ---------------------------------------------------------------------------------- parameter counts
 def test_paper_parameter_counts_match_appendix_a() -> None:
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
-    cfg = preset("paper", num_classes=10)
+    cfg = preset("paper", scale=2, num_classes=10)
     with torch.device("meta"):
         enc = build_sa_encoder(cfg)
         head = build_dino_head(cfg)
@@ -365,7 +365,7 @@ def test_paper_parameter_counts_match_appendix_a() -> None:
 
 def test_tiny_preset_end_to_end_with_tied_enhance_mcsp() -> None:
     torch.manual_seed(0)
-    cfg = preset("tiny", num_classes=3, enhance_mcsp="tied")
+    cfg = preset("tiny", scale=2, num_classes=3, enhance_mcsp="tied")
     head = build_dino_head(cfg)
     enc = build_sa_encoder(cfg, enhance_mcsp=head.enc_cls_head)
     assert enc.enhance_mcsp is head.enc_cls_head

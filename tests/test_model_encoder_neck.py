@@ -22,7 +22,7 @@ def n_params(m: torch.nn.Module) -> int:
 
 @pytest.fixture(scope="module")
 def tiny() -> SDCoNetConfig:
-    return preset("tiny")
+    return preset("tiny", scale=2)
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +33,25 @@ def tiny_encoder(tiny: SDCoNetConfig) -> SwinEncoder:
 
 # ----------------------------------------------------------------------------------------------- config
 def test_presets_validate_and_round_trip() -> None:
-    paper, tiny = preset("paper"), preset("tiny")
+    paper, tiny = preset("paper", scale=2), preset("tiny", scale=2)
     assert paper.swin.depths == (2, 2, 6, 2) and paper.neck.sr_channels == 1536
     assert paper.sr_decoder.window_size == 8 and paper.saliency.level_ranges[-1][1] == math.inf
     assert tiny.sr_decoder.embed_dim == tiny.swin.embed_dim * 8
     assert from_dict(to_dict(tiny)) == tiny
-    assert from_dict({}) == paper
+    assert from_dict({"lr": {"scale": 2}}) == paper
+
+
+def test_scale_has_no_default() -> None:
+    """The HR/LR ratio belongs to the run's degradation: a config without it is an error naming lr.scale."""
+    with pytest.raises(ConfigError, match=r"lr\.scale must be the run's degradation scale"):
+        from_dict({})
+    with pytest.raises(ConfigError, match=r"lr\.scale"):
+        preset("tiny")
+    assert preset("tiny", scale=3).lr.scale == 3 == preset("tiny", lr={"scale": 3}).lr.scale
 
 
 def test_preset_overrides_nested_and_dotted() -> None:
-    cfg = preset("tiny", num_classes=16, swin={"drop_path_rate": 0.0}, **{"saliency.alpha_mode": "learnable"})
+    cfg = preset("tiny", scale=2, num_classes=16, swin={"drop_path_rate": 0.0}, **{"saliency.alpha_mode": "learnable"})
     assert cfg.num_classes == 16 and cfg.swin.drop_path_rate == 0.0 and cfg.swin.embed_dim == 24
     assert cfg.saliency.alpha_mode == "learnable"
 
@@ -57,7 +66,7 @@ def test_from_dict_unknown_key_names_dotted_path() -> None:
 
 
 def test_from_dict_coerces_lists_and_inf() -> None:
-    cfg = from_dict({"saliency": {"level_ranges": [[-1, 64], [64, 128], [128, 256], [256, "inf"]]},
+    cfg = from_dict({"lr": {"scale": 2}, "saliency": {"level_ranges": [[-1, 64], [64, 128], [128, 256], [256, "inf"]]},
                      "level_filter_ratio": [0.25, 0.5, 1, 1]})
     assert cfg.saliency.level_ranges[3] == (256.0, math.inf)
     assert cfg.level_filter_ratio == (0.25, 0.5, 1, 1)
@@ -65,9 +74,9 @@ def test_from_dict_coerces_lists_and_inf() -> None:
 
 def test_config_cross_checks() -> None:
     with pytest.raises(ConfigError, match="sr_decoder.embed_dim"):
-        preset("tiny", swin={"embed_dim": 32})
+        preset("tiny", scale=2, swin={"embed_dim": 32})
     with pytest.raises(ConfigError, match="layer_filter_ratio"):
-        preset("paper", enc_layers=4)
+        preset("paper", scale=2, enc_layers=4)
     with pytest.raises(ConfigError, match="must be an integer"):
         from_dict({"num_classes": "ten"})
 
@@ -80,7 +89,7 @@ def test_make_lr_matches_official_interpolate() -> None:
     assert lr.shape == (2, 3, 48, 64) and torch.equal(lr, ref)
     assert torch.equal(make_lr(hr, 2, "bilinear"),
                        F.interpolate(hr, scale_factor=0.5, mode="bilinear", align_corners=False))
-    cfg = preset("tiny")
+    cfg = preset("tiny", scale=2)
     assert torch.equal(prepare_lr(hr, cfg.lr), lr)
     assert prepare_lr(lr, replace(cfg.lr, on_the_fly=False)) is lr  # offline LR: used as is
 
@@ -120,7 +129,7 @@ def test_encoder_odd_sizes_run(tiny_encoder: SwinEncoder) -> None:
 
 
 def test_paper_encoder_parameter_count() -> None:
-    enc = SwinEncoder(preset("paper").swin)
+    enc = SwinEncoder(preset("paper", scale=2).swin)
     assert round(n_params(enc) / 1e6, 2) == 27.52  # spec Appendix A: Swin-T backbone 27.521 M
     assert n_params(enc) == 27_520_506
     dpr = [getattr(b.drop_path1, "drop_prob", 0.0) for stage in enc.layers for b in stage.blocks]
@@ -278,7 +287,7 @@ def test_neck_shapes_feature_info_and_sr_skip(tiny: SDCoNetConfig, tiny_encoder:
 
 
 def test_paper_neck_parameter_counts() -> None:
-    neck = build_neck(preset("paper"))
+    neck = build_neck(preset("paper", scale=2))
     assert round(n_params(neck) / 1e6, 3) == 12.735 and round(n_params(neck.extra_sr) / 1e6, 3) == 10.620
     assert not any(c.conv.bias is not None for c in [*neck.convs, *neck.extra_convs, neck.extra_sr])
     assert neck.convs[0].gn.num_groups == 32

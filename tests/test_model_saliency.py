@@ -23,7 +23,7 @@ def n_params(m: torch.nn.Module) -> int:
 
 @pytest.fixture(scope="module")
 def tiny() -> SDCoNetConfig:
-    return preset("tiny")
+    return preset("tiny", scale=2)
 
 
 def _tokens(cfg: SDCoNetConfig, sizes, batch: int = 2):
@@ -72,7 +72,7 @@ def test_top_down_pass_uses_coarser_scores(tiny: SDCoNetConfig) -> None:
 
 
 def test_alpha_fixed_and_learnable() -> None:
-    cfg = preset("paper")
+    cfg = preset("paper", scale=2)
     fixed = build_saliency(cfg)
     assert fixed.alpha.shape == (3,) and not fixed.alpha.requires_grad and torch.all(fixed.alpha == 1.0)
     learn = build_saliency(replace(cfg, saliency=replace(cfg.saliency, alpha_mode="learnable")))

@@ -31,7 +31,7 @@ def _targets() -> list[dict[str, torch.Tensor]]:
 
 def _tiny(**kw) -> SDCoNet:
     torch.manual_seed(0)
-    return build_model(preset("tiny", num_classes=NUM_CLASSES, **kw))
+    return build_model(preset("tiny", scale=2, num_classes=NUM_CLASSES, **kw))
 
 
 def _images(b: int = 2, hw: int = HR) -> torch.Tensor:
@@ -182,13 +182,13 @@ def test_serial_detach_controls_detection_gradient_into_sr(detach: bool) -> None
 
 
 def test_deform_residual_and_score_mode_reach_the_encoder() -> None:
-    assert preset("tiny").deform_residual == "standard"
+    assert preset("tiny", scale=2).deform_residual == "standard"
     enc = _tiny(deform_residual="official", topk_score_mode="fixed").detector.encoder
     assert all(layer.deform_residual == "official" and layer.topk_score_mode == "fixed" for layer in enc.layers)
     with pytest.raises(ConfigError, match="deform_residual"):
-        preset("tiny", deform_residual="double")
+        preset("tiny", scale=2, deform_residual="double")
     with pytest.raises(ConfigError, match="shared_encoder"):
-        preset("tiny", shared_encoder=False, use_sr=False)
+        preset("tiny", scale=2, shared_encoder=False, use_sr=False)
 
 
 def test_run_config_unknown_keys_are_named(tmp_path) -> None:
@@ -211,7 +211,7 @@ def test_run_config_unknown_keys_are_named(tmp_path) -> None:
 
 def test_paper_parameter_summary_matches_spec_appendix_a() -> None:
     """Spec Appendix A (official code, 10 classes): total 84.302 M, SR-only 34.664 M, inference 49.638 M."""
-    full = parameter_summary(build_model(preset("paper", num_classes=10, sr_decoder={"keep_unused": True})))
+    full = parameter_summary(build_model(preset("paper", scale=2, num_classes=10, sr_decoder={"keep_unused": True})))
     m, c = full["millions"], full["components"]
     assert abs(m["total"] - 84.302) < 0.001 and abs(m["sr_only"] - 34.664) < 0.001
     assert abs(m["inference_path"] - 49.638) < 0.001 and abs(m["detection"] - 49.638) < 0.001
@@ -224,16 +224,16 @@ def test_paper_parameter_summary_matches_spec_appendix_a() -> None:
     t = full["totals"]
     assert t["inference_path"] + t["training_only"] + t["unused"] == t["total"]
     # without the never-used parity modules (default): 0.375 M fewer, inference path unchanged
-    assert abs(parameter_summary(build_model(preset("paper", num_classes=10)))["millions"]["total"] - 83.928) < 0.001
+    assert abs(parameter_summary(build_model(preset("paper", scale=2, num_classes=10)))["millions"]["total"] - 83.928) < 0.001
     # DINO-4scale Swin-T (no saliency, no SR): 47.895 M
-    dino = parameter_summary(build_model(preset("paper", num_classes=10, use_saliency=False, use_sr=False)))
+    dino = parameter_summary(build_model(preset("paper", scale=2, num_classes=10, use_saliency=False, use_sr=False)))
     assert abs(dino["millions"]["total"] - 47.895) < 0.001
 
 
 def test_paper_serial_summary_differs_from_official_by_unused_neck_parts() -> None:
     """Official serial SA_DINO_SR_TS: 124.558 M; ours omits its never-used 2.116 M SR-stage detection convs and
     10.620 M detector-stage SR conv (spec Appendix A: 124.558 = 111.823 + 12.735)."""
-    s = parameter_summary(build_model(preset("paper", num_classes=10, shared_encoder=False,
+    s = parameter_summary(build_model(preset("paper", scale=2, num_classes=10, shared_encoder=False,
                                              sr_decoder={"keep_unused": True})))
     m = s["millions"]
     assert s["model"] == "SerialSDCoNet" and abs(m["detection"] - 49.638) < 0.001

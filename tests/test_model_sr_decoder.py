@@ -20,7 +20,7 @@ def n_params(m: torch.nn.Module) -> int:
 
 @pytest.fixture(scope="module")
 def tiny() -> SDCoNetConfig:
-    return preset("tiny")
+    return preset("tiny", scale=2)
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,9 @@ def tiny_parts(tiny: SDCoNetConfig):
 
 
 def test_paper_parameter_counts_match_official() -> None:
-    cfg = preset("paper").sr_decoder
-    full = SRDecoder(replace(cfg, keep_unused=True))
-    used = SRDecoder(cfg)
+    cfg = preset("paper", scale=2).sr_decoder
+    full = SRDecoder(replace(cfg, keep_unused=True), upscale=2)
+    used = SRDecoder(cfg, upscale=2)
     assert round(n_params(full) / 1e6, 2) == 24.04  # spec: 24.04 M total (24.044)
     assert round(full.used_parameters() / 1e6, 2) == 23.67  # 23.67 M on the forward path
     assert n_params(used) == full.used_parameters() == 23_669_481
@@ -62,8 +62,10 @@ def test_sr_output_is_twice_the_lr(tiny_parts) -> None:
     assert [i["reduction"] for i in dec.feature_info] == [32, 16, 8, 4]
 
 
-def test_sr_non_square_lr_resized_to_hr(tiny_parts) -> None:
+def test_sr_non_square_lr_resized_to_hr(tiny: SDCoNetConfig, tiny_parts) -> None:
+    """Released alignment ("resize"): the decoder grid follows the 1x1 res_4, the output is resized to HR."""
     enc, neck, dec = tiny_parts
+    dec = build_sr_decoder(replace(tiny, sr_decoder=replace(tiny.sr_decoder, size_align="resize"))).eval()
     hr = torch.randn(2, 3, 96, 128)
     with torch.no_grad():
         out = enc(make_lr(hr))
@@ -72,6 +74,48 @@ def test_sr_non_square_lr_resized_to_hr(tiny_parts) -> None:
         sr = dec(out["res_x"], res_4, out_size=hr.shape[-2:])
     assert raw.shape == (2, 3, 128, 128)  # decoder grid from the 1x1 res_4, as in the official code
     assert sr.shape == (2, 3, 96, 128)
+
+
+def test_sr_crop_alignment_follows_the_skips(tiny_parts) -> None:
+    """Default alignment ("crop"): each upsampled map is cropped to its skip, so the output is exactly 2x the LR."""
+    enc, neck, dec = tiny_parts
+    assert dec.cfg.size_align == "crop"
+    hr = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        out = enc(make_lr(hr))
+        _, res_4 = neck(out["maps"])
+        raw = dec(out["res_x"], res_4)
+    assert raw.shape == (2, 3, 96, 128)
+
+
+@pytest.mark.parametrize("scale,hr_side", [(3, 256), (4, 256), (3, 512)])
+def test_sr_upscale_matches_degradation_without_resize(tiny: SDCoNetConfig, scale: int, hr_side: int) -> None:
+    """x3/x4 on the configured tiles: LR = HR // s, output = s * LR (the mod-cropped HR), no interpolation; the
+    pixel-shuffle head's factor is the model's one scale."""
+    cfg = replace(tiny, lr=replace(tiny.lr, scale=scale))
+    from sdconet.models.encoder import build_encoder
+    from sdconet.models.neck import build_neck
+
+    enc, neck, dec = build_encoder(cfg).eval(), build_neck(cfg).eval(), build_sr_decoder(cfg).eval()
+    lr = torch.randn(1, 3, hr_side // scale, hr_side // scale)
+    want = (scale * (hr_side // scale),) * 2
+    with torch.no_grad():
+        out = enc(lr)
+        _, res_4 = neck(out["maps"])
+        sr = dec(out["res_x"], res_4, out_size=want)
+    assert sr.shape[-2:] == want
+    assert dec.upscale == scale
+
+
+def test_crop_and_resize_alignment_agree_on_multiples_of_64(tiny: SDCoNetConfig, tiny_parts) -> None:
+    enc, neck, dec = tiny_parts
+    rs = build_sr_decoder(replace(tiny, sr_decoder=replace(tiny.sr_decoder, size_align="resize"))).eval()
+    rs.load_state_dict(dec.state_dict())
+    with torch.no_grad():
+        out = enc(torch.randn(1, 3, 128, 192))
+        _, res_4 = neck(out["maps"])
+        torch.testing.assert_close(dec(out["res_x"], res_4, out_size=(256, 384)),
+                                   rs(out["res_x"], res_4, out_size=(256, 384)), rtol=0, atol=0)
 
 
 def test_official_view_quirk_changes_output_not_shape(tiny: SDCoNetConfig, tiny_parts) -> None:

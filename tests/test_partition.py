@@ -184,3 +184,54 @@ def test_split_map_renames_official_val_to_test(tmp_path):
     assert {im["source_image_id"] for im in parts["test"]["images"]} == {7, 8}
     assert parts["val"]["images"] and parts["train"]["images"]
     assert len(parts["train"]["images"]) + len(parts["val"]["images"]) == 12
+
+
+def test_small_split_warns_with_counts(tmp_path: Path, caplog) -> None:
+    """Issue 11: a part left with very few source images is warned about (dataset, file, split, counts)."""
+    tiles = make_tiles(tmp_path / "tiles.json", n_sources=4)
+    out = tmp_path / "part"
+    with caplog.at_level("WARNING", logger="data_prep.partition"):
+        summary = partition_tiles(tiles, out, ratios={"train": 0.5, "val": 0.25, "test": 0.25}, seed=0)
+    parts = read_parts(out)
+    assert len(summary["warnings"]) == 2 and len(caplog.records) == 2
+    for rec, part in zip(caplog.records, ("val", "test")):
+        n_tiles, n_objects = len(parts[part]["images"]), len(parts[part]["annotations"])
+        assert rec.levelname == "WARNING"
+        assert rec.getMessage() == (
+            f"dataset demo, partition {out}: split {part!r} has only 1 source image(s) ({n_tiles} tile(s), "
+            f"{n_objects} object(s)), fewer than min_source_images=2; its metrics will rest on very few scenes "
+            "(add images or change partition.ratios)")
+    assert summary["warnings"] == [r.getMessage() for r in caplog.records]
+
+
+def test_small_split_threshold_and_intentionally_empty_parts(tmp_path: Path, caplog) -> None:
+    tiles = make_tiles(tmp_path / "tiles.json", n_sources=6)
+    with caplog.at_level("WARNING", logger="data_prep.partition"):
+        s = partition_tiles(tiles, tmp_path / "a", ratios={"train": 0.5, "val": 0.0, "test": 0.5})
+        assert s["warnings"] == []  # val empty on purpose (ratio 0); train and test have 3 each
+        s = partition_tiles(tiles, tmp_path / "b", ratios={"train": 0.5, "val": 0.0, "test": 0.5},
+                            min_source_images=4)
+        assert [w.split("split ")[1][:6] for w in s["warnings"]] == ["'train", "'test'"]
+        s = partition_tiles(tiles, tmp_path / "c", ratios={"train": 0.9, "val": 0.05, "test": 0.05},
+                            min_source_images=0)
+        assert s["warnings"] == []
+    assert len(caplog.records) == 2
+
+
+def test_small_split_warning_on_stderr_of_the_cli(tmp_path: Path, repo_root: Path) -> None:
+    import subprocess
+    import sys
+
+    tiles = make_tiles(tmp_path / "tiles.json", n_sources=4)
+
+    def run(*extra: str) -> str:
+        r = subprocess.run([sys.executable, "-m", "data_prep", "partition", "--tiles", str(tiles), "--out",
+                            str(tmp_path / "p"), "--ratios", "train=0.5,val=0.25,test=0.25", *extra],
+                           cwd=repo_root, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        return r.stderr
+
+    err = run()
+    assert "WARNING data_prep.partition: dataset demo, partition" in err
+    assert "split 'test' has only 1 source image(s)" in err
+    assert "source image(s)" not in run("--min-source-images", "0")

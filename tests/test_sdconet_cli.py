@@ -49,7 +49,8 @@ def _run(argv: list[str], capsys) -> dict:
 
 def test_summary_subprocess_prints_json(repo_root: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, "-m", "sdconet", "summary", "--preset", "tiny", "--num-classes", "5"],
+    r = subprocess.run([sys.executable, "-m", "sdconet", "summary", "--preset", "tiny", "--num-classes", "5",
+                        "--scale", "2"],
                        cwd=repo_root, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads(r.stdout, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
@@ -59,26 +60,28 @@ def test_summary_subprocess_prints_json(repo_root: Path) -> None:
 
 
 def test_summary_paper_method_variant(capsys) -> None:
-    doc = _run(["summary", "--preset", "paper", "--method", "sdconet_no_sr"], capsys)
+    doc = _run(["summary", "--preset", "paper", "--scale", "2", "--method", "sdconet_no_sr"], capsys)
     assert doc["method"] == "sdconet_no_sr" and abs(doc["millions"]["total"] - 49.638) < 0.001
 
 
 def test_train_resume_and_evaluate(demo_data: Path, tmp_path: Path, capsys) -> None:
     run = tmp_path / "run"
     base = ["train", "--config", TINY, "--data", str(demo_data), "--out", str(run), "--set", "train.unfreeze_epoch=0"]
-    res = _run(base + ["--set", "train.epochs=1"], capsys)
+    res = _run(base + ["--set", "train.epochs=1", "--seed", "3"], capsys)
     assert res["epochs_run"] == 1 and Path(res["last_checkpoint"]).is_file()
-    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(x) for x in (run / "train" / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and "loss_sr" in log[0]["losses"] and "loss_salience" in log[0]["losses"]
     assert "detection" in log[0]["val"]
-    run_cfg = json.loads((run / "run_config.json").read_text())
-    assert run_cfg["model"]["num_classes"] == 4 and run_cfg["train"]["epochs"] == 1
-    res = _run(base + ["--set", "train.epochs=2", "--resume"], capsys)
-    assert res["epochs_run"] == 1 and len((run / "train_log.jsonl").read_text().splitlines()) == 2
+    spec = json.loads((run / "train" / "run_spec.json").read_text())
+    model, train = spec["settings"]["model"], spec["settings"]["train"]
+    assert model["num_classes"] == 4 and train["epochs"] == 1 and train["seed"] == 3
+    assert model["lr"] == {**model["lr"], "scale": 2, "on_the_fly": True}
+    assert spec["degradation"]["name"] == "bicubic_x2" and spec["method"]["id"] == "sdconet"
+    res = _run(base + ["--set", "train.epochs=2", "--seed", "3", "--resume"], capsys)
+    assert res["epochs_run"] == 1 and len((run / "train" / "train_log.jsonl").read_text().splitlines()) == 2
 
-    out = tmp_path / "results" / "metrics.json"
-    res = _run(["evaluate", "--checkpoint", str(run / "last.pt"), "--data", str(demo_data), "--out", str(out),
-                "--sr", "--seed", "3"], capsys)
+    res = _run(["evaluate", "--run", str(run), "--bootstrap", "5"], capsys)
+    out = run / "metrics.json"
     doc = read_metrics(out)
     assert (doc["method"], doc["dataset"], doc["degradation"], doc["seed"]) == ("sdconet", "demo", "bicubic_x2", 3)
     for key in ("AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l", "AR100", "per_class"):
@@ -86,9 +89,15 @@ def test_train_resume_and_evaluate(demo_data: Path, tmp_path: Path, capsys) -> N
     assert doc["sr"]["psnr"] > 0 and 0 < doc["sr"]["ssim"] <= 1
     assert doc["efficiency"]["params"] > 0 and doc["extra"]["epoch"] == 1 and doc["extra"]["split"] == "test"
     assert {"git_sha", "config_hash", "config", "device"} <= set(doc["provenance"])
+    recorded = doc["provenance"]["config"]
+    assert recorded["spec"]["settings"]["train"]["epochs"] == 2 and recorded["spec_hash"]
+    assert set(doc["extra"]["bootstrap"]) == {"AP", "AP_s"}
     dets = json.loads((out.parent / "detections.json").read_text())
     assert dets and {"image_id", "category_id", "bbox", "score"} <= set(dets[0])
     assert res["detection"]["AP"] == doc["detection"]["AP"]
+
+    again = _run(["train", "--spec", str(run / "train" / "run_spec.json"), "--resume"], capsys)  # the spec alone
+    assert again["epochs_run"] == 0
 
 
 def test_offline_lr_dir_with_method(demo_data: Path, tmp_path: Path, capsys) -> None:
@@ -96,17 +105,41 @@ def test_offline_lr_dir_with_method(demo_data: Path, tmp_path: Path, capsys) -> 
     _run(["train", "--config", TINY, "--data", str(demo_data), "--out", str(run), "--method", "sdconet_no_saliency",
           "--lr-dir", str(demo_data / "bicubic_x2" / "lr"), "--set", "train.epochs=1", "--set", "train.eval_every=0",
           "--set", "train.routing=none"], capsys)
-    cfg = json.loads((run / "run_config.json").read_text())
-    assert cfg["model"]["lr"]["on_the_fly"] is False and cfg["model"]["use_saliency"] is False
-    assert cfg["method"] == "sdconet_no_saliency" and cfg["train"]["routing"] == "none"
-    log = json.loads((run / "train_log.jsonl").read_text().splitlines()[0])
+    spec = json.loads((run / "train" / "run_spec.json").read_text())
+    model, train = spec["settings"]["model"], spec["settings"]["train"]
+    assert model["lr"]["on_the_fly"] is True  # the manifest says x2 torch-bicubic: the model makes it itself
+    assert model["use_saliency"] is False and spec["method"]["id"] == "sdconet_no_saliency"
+    assert train["routing"] == "none"
+    log = json.loads((run / "train" / "train_log.jsonl").read_text().splitlines()[0])
     assert "loss_sr" in log["losses"] and "loss_salience" not in log["losses"]
     out = tmp_path / "m" / "metrics.json"
-    _run(["evaluate", "--checkpoint", str(run / "last.pt"), "--data", str(demo_data), "--out", str(out),
-          "--split", "val", "--sr"], capsys)
+    _run(["evaluate", "--run", str(run), "--out", str(out), "--split", "val"], capsys)
     doc = read_metrics(out)
     assert doc["method"] == "sdconet_no_saliency" and doc["degradation"] == "bicubic_x2"
     assert doc["sr"] is not None and doc["extra"]["split"] == "val"
+
+
+@pytest.mark.parametrize("scale", [3, 4])
+def test_x3_x4_offline_lr_sets_the_sr_upscale(demo_data: Path, tmp_path: Path, scale: int, capsys) -> None:
+    """A x3 / x4 LR folder (128 px tiles: mod-crop to 126 at x3) trains with the SR head at that scale and the SR
+    output at the mod-cropped HR size, no resize."""
+    from data_prep.degrade import degrade_folder
+
+    lr = tmp_path / f"matlab_x{scale}" / "lr"
+    degrade_folder(demo_data / "tiles" / "images", lr, scale=scale, kernel="matlab-bicubic")
+    run = tmp_path / f"run_x{scale}"
+    _run(["train", "--config", TINY, "--data", str(demo_data), "--out", str(run), "--lr-dir", str(lr),
+          "--set", "train.epochs=1", "--set", "train.eval_every=0", "--set", "train.unfreeze_epoch=0"], capsys)
+    spec = json.loads((run / "train" / "run_spec.json").read_text())
+    assert spec["degradation"]["scale"] == scale == spec["settings"]["model"]["lr"]["scale"]
+    assert spec["settings"]["model"]["lr"]["on_the_fly"] is False and spec["paths"]["lr"] == str(lr)
+    from sdconet.models.build import build_model
+    from sdconet.models.config import from_dict
+
+    model = build_model(from_dict(spec["settings"]["model"]))
+    assert model.sr_decoder.upscale == scale
+    doc = _run(["evaluate", "--run", str(run)], capsys)
+    assert doc["sr"]["psnr"] > 0
 
 
 def test_usage_errors_name_the_problem(demo_data: Path, tmp_path: Path, capsys) -> None:
@@ -117,3 +150,7 @@ def test_usage_errors_name_the_problem(demo_data: Path, tmp_path: Path, capsys) 
     assert "frcnn_hr" in capsys.readouterr().err
     assert main(["train", "--config", TINY, "--data", str(tmp_path), "--out", str(tmp_path / "y")]) == 2
     assert "partition" in capsys.readouterr().err
+    assert main(args + ["--set", "model.lr.scale=3"]) == 2
+    assert "model.lr.scale" in (err := capsys.readouterr().err) and "degradation" in err
+    assert main(args + ["--set", "train.seed=3"]) == 2
+    assert "train.seed" in capsys.readouterr().err

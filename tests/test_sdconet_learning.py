@@ -59,7 +59,7 @@ def test_tiny_sdconet_loss_falls_and_ap50_rises(nwpu_tiles, tmp_path: Path, one_
 
     coco, image_dir = nwpu_tiles
     torch.manual_seed(0)
-    model = build_model(preset("tiny", num_classes=10))
+    model = build_model(preset("tiny", scale=2, num_classes=10))
     train_set = TileDataset(coco, image_dir, train=True)
     eval_set = TileDataset(coco, image_dir, train=False)
     ap50_start = evaluate(model, eval_set, coco, "cpu", batch_size=4)["detection"]["AP50"]

@@ -1,5 +1,10 @@
 """Efficiency metrics: parameters, FLOPs, latency and peak memory.
 
+Peak memory is per call of :func:`measure_latency` (the high-water mark is reset before its calls), but on the
+CPU it is the resident set of the whole process: whatever the process already holds (libraries, other models,
+memory the allocator kept from earlier work) is in it. :func:`run_in_fresh_process` runs a measurement in a new
+Python process of its own, so that what it reports belongs to that measurement alone.
+
 FLOP conventions (see ``shared/docs/environment.md``): fvcore's ``FlopCountAnalysis`` counts one
 multiply-add as one "flop", i.e. its total is **MACs** (ResNet-50 at 224: 4.11 G; Swin-T: 4.51 G),
 and it skips operators it has no handle for (listed in ``unsupported_ops``). ``torch.utils.flop_counter``
@@ -9,12 +14,18 @@ and names the counter that produced them; tables should quote one of them consis
 from __future__ import annotations
 
 import math
+import os
+import pickle
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import traceback
 import warnings
-from typing import Any, Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -81,8 +92,32 @@ def count_flops(model: nn.Module, inputs: tuple | torch.Tensor, counter: str = "
     return {"gmac": macs / 1e9, "gflops": 2.0 * macs / 1e9, "counter": counter, "unsupported_ops": unsupported}
 
 
-def _peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (ru_maxrss: KiB on Linux, bytes on macOS)."""
+_PROC_STATUS = Path("/proc/self/status")
+_PROC_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _proc_status_mb(field: str) -> float | None:
+    """``VmHWM`` / ``VmRSS`` of this process from ``/proc/self/status`` in MiB (None where there is no /proc)."""
+    try:
+        for line in _PROC_STATUS.read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 2**10  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's RSS high-water mark (``VmHWM``) to its current RSS (Linux >= 4.0); False if impossible."""
+    try:
+        _PROC_CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return _proc_status_mb("VmHWM") is not None
+
+
+def _process_peak_rss_mb() -> float:
+    """Peak resident set size of this process since it started (ru_maxrss: KiB on Linux, bytes on macOS)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
 
@@ -99,7 +134,7 @@ def _to_device(x: Any, device: torch.device) -> Any:
 
 def measure_latency(fn: nn.Module | Callable[..., Any], inputs: tuple | torch.Tensor, device: str | torch.device = "cpu",
                     warmup: int = 3, runs: int = 10, batch_size: int = 1) -> dict[str, Any]:
-    """Wall-clock latency of ``fn(*inputs)`` under ``torch.no_grad`` (``time.perf_counter``).
+    """Wall-clock latency of ``fn(*inputs)`` under ``torch.no_grad`` (``time.perf_counter``), and its peak memory.
 
     A module is moved to ``device`` and put in eval mode (its mode is restored afterwards); tensors in
     ``inputs`` (also inside lists/tuples/dicts) are moved to ``device``. On CUDA every run is bracketed
@@ -110,10 +145,22 @@ def measure_latency(fn: nn.Module | Callable[..., Any], inputs: tuple | torch.Te
 
     Returns:
         ``median_ms, p90_ms, mean_ms, min_ms, throughput_per_s, runs, warmup, batch_size, device`` (via
-        ``provenance.device_string``), ``peak_mem_mb`` and ``peak_mem_kind``: on CUDA the peak of
-        ``torch.cuda.max_memory_allocated`` during the timed runs (``"cuda_max_allocated"``); on CPU the
-        process's peak RSS (``ru_maxrss``, ``"cpu_process_peak_rss"``, a process-wide upper bound), with
-        ``peak_mem_delta_mb`` = how much that peak grew during the measurement.
+        ``provenance.device_string``) and the peak memory of the calls (warm-up and timed), in MiB:
+
+        * ``peak_mem_mb``, by ``peak_mem_kind``:
+          ``"cuda_max_allocated"``: ``torch.cuda.max_memory_allocated`` during the calls (its peak is reset
+          before them): tensors held through the caching allocator (weights, inputs, activations), without the
+          CUDA context or the allocator's unused cache.
+          ``"cpu_peak_rss"`` (Linux): the peak resident set size of the process during the calls, the kernel's
+          high-water mark (``VmHWM``) reset to the current RSS just before them. It counts everything resident
+          in the process (interpreter, imported libraries, the model's weights, anything else it holds) plus
+          what the calls add; it is one method's figure only in a process that measures nothing else
+          (:func:`run_in_fresh_process`).
+          ``"cpu_process_peak_rss"`` (no resettable high-water mark, e.g. macOS): ``ru_maxrss``, the process's
+          peak since it started, an upper bound that earlier work in the process inflates.
+        * ``peak_mem_delta_mb``: ``peak_mem_mb`` minus the memory in use just before the calls (CUDA: allocated
+          tensors; ``cpu_peak_rss``: the RSS; ``cpu_process_peak_rss``: the process peak so far), i.e. what
+          the calls added on top: activations, workspaces, allocator growth.
     """
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
@@ -132,33 +179,113 @@ def measure_latency(fn: nn.Module | Callable[..., Any], inputs: tuple | torch.Te
     times: list[float] = []
     try:
         with torch.no_grad():
-            for _ in range(warmup):
-                fn(*inputs)
             sync()
             if cuda:
                 torch.cuda.reset_peak_memory_stats(dev)
-            rss_before = _peak_rss_mb()
+                kind, before = "cuda_max_allocated", torch.cuda.memory_allocated(dev) / 2**20
+            elif _reset_peak_rss():
+                kind, before = "cpu_peak_rss", _proc_status_mb("VmRSS")
+            else:
+                kind, before = "cpu_process_peak_rss", _process_peak_rss_mb()
+            for _ in range(warmup):
+                fn(*inputs)
+            sync()
             for _ in range(runs):
                 sync()
                 t0 = time.perf_counter()
                 fn(*inputs)
                 sync()
                 times.append((time.perf_counter() - t0) * 1e3)
+            if cuda:
+                peak = torch.cuda.max_memory_allocated(dev) / 2**20
+            else:
+                peak = _proc_status_mb("VmHWM") if kind == "cpu_peak_rss" else _process_peak_rss_mb()
     finally:
         if was_training is not None:
             fn.train(was_training)
     ordered = sorted(times)
     p90 = ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]  # nearest-rank percentile
     median = statistics.median(times)
-    out: dict[str, Any] = {
+    return {
         "median_ms": median, "p90_ms": p90, "mean_ms": statistics.fmean(times), "min_ms": ordered[0],
         "throughput_per_s": batch_size * 1e3 / median if median > 0 else float("inf"),
         "runs": runs, "warmup": warmup, "batch_size": batch_size, "device": device_string(dev),
+        "peak_mem_mb": peak, "peak_mem_delta_mb": max(0.0, peak - before), "peak_mem_kind": kind,
     }
-    if cuda:
-        out["peak_mem_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
-        out["peak_mem_kind"] = "cuda_max_allocated"
-    else:
-        peak = _peak_rss_mb()
-        out.update(peak_mem_mb=peak, peak_mem_delta_mb=max(0.0, peak - rss_before), peak_mem_kind="cpu_process_peak_rss")
-    return out
+
+
+# ------------------------------------------------------------------------------------------- fresh process
+_CHILD = """import pickle, sys
+with open(sys.argv[1], "rb") as f:
+    sys.path[:] = pickle.load(f)  # the caller's import path, before anything else is imported
+from benchcore.smk import limit_threads
+limit_threads(int(sys.argv[3]))  # before torch / numpy load their thread pools
+from benchcore.metrics.efficiency import _run_pickled_call
+_run_pickled_call(sys.argv[1], sys.argv[2])
+"""
+
+
+def _run_pickled_call(call_path: str, result_path: str) -> None:
+    """Child side of :func:`run_in_fresh_process`: ``fn(*args, **kwargs)`` -> ``("ok", value)`` or
+    ``("error", exception, traceback text)`` pickled to ``result_path``."""
+    with open(call_path, "rb") as f:
+        pickle.load(f)  # the import path, applied by the bootstrap
+        fn, args, kwargs = pickle.load(f)
+    try:
+        out: tuple = ("ok", fn(*args, **kwargs))
+    except BaseException as exc:  # noqa: BLE001  (handed to the caller, which re-raises it)
+        out = ("error", exc, traceback.format_exc())
+    try:
+        payload = pickle.dumps(out)
+    except Exception as exc:  # noqa: BLE001  (an unpicklable result or exception)
+        text = out[2] if out[0] == "error" else f"result of {fn!r} cannot be pickled: {exc!r}"
+        payload = pickle.dumps(("error", RuntimeError(text.strip().splitlines()[-1]), text))
+    Path(result_path).write_bytes(payload)
+
+
+def run_in_fresh_process(fn: Callable[..., Any], args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                         threads: int | None = None, timeout: float | None = None) -> Any:
+    """``fn(*args, **kwargs)`` in a new Python interpreter (``sys.executable``) that runs nothing else.
+
+    For measurements whose peak memory must be their own: a process's peak RSS includes everything it
+    holds, and memory once used (imported libraries, caches, freed blocks the allocator keeps) is not given
+    back, so a second measurement in the same process inherits the first one's footprint.
+
+    Args:
+        fn: an importable top-level function (it is pickled by reference); ``args``/``kwargs`` and its return
+            value must be picklable.
+        threads: intra-op threads of the child (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``,
+            ``OPENBLAS_NUM_THREADS`` and ``torch.set_num_threads``, via :func:`benchcore.smk.limit_threads`,
+            set before torch is imported there); default: this process's ``torch.get_num_threads()``.
+        timeout: seconds before the child is killed (``subprocess.TimeoutExpired``); None: no limit.
+
+    Returns:
+        ``fn``'s return value. The child inherits the working directory, environment and ``sys.path``; its
+        stdout and stderr are passed on to this process's ``sys.stdout`` / ``sys.stderr`` when it ends.
+
+    Raises:
+        The exception ``fn`` raised (the child's traceback attached as a note), or ``RuntimeError`` naming the
+        exit status and the end of stderr when the child died without a result (e.g. killed for memory).
+    """
+    n = int(threads) if threads is not None else torch.get_num_threads()
+    if n < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    with tempfile.TemporaryDirectory(prefix="fresh_process_") as tmp:
+        call, result = Path(tmp) / "call.pkl", Path(tmp) / "result.pkl"
+        with call.open("wb") as f:
+            pickle.dump(list(sys.path), f)
+            pickle.dump((fn, tuple(args), dict(kwargs or {})), f)
+        proc = subprocess.run([sys.executable, "-c", _CHILD, str(call), str(result), str(n)],
+                              capture_output=True, text=True, timeout=timeout, check=False)
+        sys.stdout.write(proc.stdout)
+        sys.stderr.write(proc.stderr)
+        if not result.is_file():
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            raise RuntimeError(f"{getattr(fn, '__qualname__', fn)!r} in a fresh process: the child exited with "
+                               f"status {proc.returncode} and no result; end of its stderr:\n{tail}")
+        out = pickle.loads(result.read_bytes())
+    if out[0] == "ok":
+        return out[1]
+    exc = out[1]
+    exc.add_note(f"raised in a fresh process (run_in_fresh_process); its traceback:\n{out[2]}")
+    raise exc

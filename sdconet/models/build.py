@@ -95,7 +95,8 @@ def _model_config(section: Mapping[str, Any], extra: Mapping[str, Any]) -> SDCoN
     return preset(name, **nested)
 
 
-def resolve_config(doc: Mapping[str, Any], overrides: Mapping[str, Any] | None = None, method: str | None = None,
+def resolve_config(doc: Mapping[str, Any], overrides: Mapping[str, Any] | None = None,
+                   method: str | Mapping[str, Any] | None = None,
                    source: str = "<config>") -> tuple[SDCoNetConfig, dict[str, Any]]:
     """Apply a method row and overrides to a loaded run config; see :func:`load_model_config`."""
     if not isinstance(doc, Mapping):
@@ -133,15 +134,15 @@ def resolve_config(doc: Mapping[str, Any], overrides: Mapping[str, Any] | None =
 
 
 def load_model_config(path: str | Path, overrides: Mapping[str, Any] | None = None,
-                      method: str | None = None) -> tuple[SDCoNetConfig, dict[str, Any]]:
+                      method: str | Mapping[str, Any] | None = None) -> tuple[SDCoNetConfig, dict[str, Any]]:
     """Read a YAML run config and return the model config and the (validated, complete) training config dict.
 
     Args:
         path: YAML file with ``model`` and ``train`` sections.
         overrides: Dotted keys (``{"model.num_classes": 3, "train.epochs": 1}``) or nested section dicts,
             applied last.
-        method: Optional experiments-sheet id (:func:`sdconet.methods.method_overrides`), applied before
-            ``overrides``.
+        method: Optional experiments-sheet id of the repository's sheet, or a row of the configured sheet
+            (:func:`sdconet.methods.method_overrides`), applied before ``overrides``.
 
     Returns:
         ``(SDCoNetConfig, TrainConfig.to_dict())``.

@@ -4,7 +4,7 @@ Pure dataclasses (no torch import). Every sub-config has the paper/official defa
 keeps the same code path with minimal widths and depths so that CPU tests run in seconds.
 
 Example:
-    >>> cfg = preset("tiny", num_classes=10, swin={"drop_path_rate": 0.0})
+    >>> cfg = preset("tiny", scale=2, num_classes=10, swin={"drop_path_rate": 0.0})
     >>> cfg2 = from_dict(to_dict(cfg))          # round trip
     >>> from_dict({"swin": {"embed_dims": 96}})  # raises ConfigError naming 'swin.embed_dims'
 """
@@ -12,16 +12,25 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from benchcore import config as _config
+
 INF = math.inf
 
 
-class ConfigError(ValueError):
+class ConfigError(_config.ConfigError):
     """An invalid or unknown configuration entry (the message names the dotted key path)."""
+
+
+def _level_ranges(value: Any) -> tuple[tuple[float, float], ...]:
+    """``[[-1, 64], ..., [256, "inf"]]`` -> float pairs; an upper bound ``None``/``"inf"``/``"Infinity"`` is ``inf``."""
+    try:
+        return tuple((float(lo), INF if hi in (None, "inf", "Infinity") else float(hi)) for lo, hi in value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"must be a list of (low, high) pairs: {exc}") from None
 
 
 @dataclass
@@ -64,7 +73,7 @@ class SRDecoderConfig:
     window_size: int = 8
     mlp_ratio: float = 2.0
     drop_path_rate: float = 0.1
-    upscale: int = 2
+    # The upscale factor is ``lr.scale`` (one owner: the run's degradation), not a field of its own.
     patch_size: int = 4
     #: Channels after the PatchUnEmbed transposed conv (``embed_dim // 24`` = 32 in the official code).
     unembed_channels: int = 32
@@ -77,6 +86,12 @@ class SRDecoderConfig:
     #: Add the SwinIR RGB mean (0.4488, 0.4371, 0.4040) to the output, as the official code does.
     add_rgb_mean: bool = True
     fused_attn: bool = True
+    #: How sizes are reconciled when the LR sides are not multiples of 64 (e.g. x3 on 256 px tiles): "crop"
+    #: crops each x2-upsampled decoder map bottom/right to its encoder skip (Swin pads at the bottom/right, so
+    #: the grids stay aligned) and the output to LR x upscale; "resize" is the released code's bilinear resize
+    #: of the skip and of the output (spec 3.3 items 6 and 10). Identical when the sides are multiples of 64
+    #: (the released configuration: 512 px HR tiles at x2).
+    size_align: str = "crop"
 
 
 @dataclass
@@ -91,14 +106,17 @@ class SaliencyConfig:
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
     #: Level ranges on max(l, t, r, b) in HR pixels, levels 0..3 (lower bound exclusive, upper inclusive).
-    level_ranges: tuple[tuple[float, float], ...] = ((-1.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, INF))
+    level_ranges: tuple[tuple[float, float], ...] = field(
+        default=((-1.0, 64.0), (64.0, 128.0), (128.0, 256.0), (256.0, INF)), metadata={"convert": _level_ranges})
 
 
 @dataclass
 class LRConfig:
     """How the low-quality input is made (spec 1 / 2.1)."""
 
-    scale: int = 2
+    #: HR / LR size ratio, also the SR decoder's upscale. No default: the run's degradation sets it (the run
+    #: specification, ``sdconet.spec``), or ``preset(..., scale=N)`` when building a model by hand.
+    scale: int | None = None
     kernel: str = "bicubic"
     #: True: downsample the normalised HR tensor inside the model (official). False: the input is already LR.
     on_the_fly: bool = True
@@ -183,6 +201,10 @@ class SDCoNetConfig:
         _check(n.sr_channels % n.num_groups == 0, "neck.num_groups must divide neck.sr_channels")
         _check(self.hidden_dim % 2 == 0 and self.hidden_dim % self.nheads == 0,
                "hidden_dim must be even and divisible by nheads")
+        sc = self.lr.scale
+        _check(isinstance(sc, int) and not isinstance(sc, bool) and sc >= 1,
+               f"lr.scale must be the run's degradation scale, an integer >= 1 (got {sc!r}; the run spec sets it, "
+               f"or preset(..., scale=N))")
         if self.use_sr:
             _check(n.build_sr_feature, "use_sr=True needs neck.build_sr_feature=True")
             _check(d.embed_dim == s.embed_dim * 8,
@@ -193,7 +215,9 @@ class SDCoNetConfig:
             for i, h in enumerate(d.num_heads):
                 _check((d.embed_dim // 2 ** i) % h == 0,
                        f"sr_decoder.num_heads[{i}]={h} must divide {d.embed_dim // 2 ** i}")
-            _check(d.upscale in (2, 3, 4, 8), "sr_decoder.upscale must be 2, 3, 4 or 8")
+            _check(self.lr.scale in (2, 3, 4, 8), "lr.scale (the SR decoder's upscale) must be 2, 3, 4 or 8 "
+                   "with the SR branch")
+            _check(d.size_align in ("crop", "resize"), "sr_decoder.size_align must be 'crop' or 'resize'")
         _check(self.num_feature_levels == 4, "num_feature_levels must be 4 (3 maps + 1 extra level)")
         _check(len(self.level_filter_ratio) == self.num_feature_levels,
                "level_filter_ratio needs one entry per feature level")
@@ -204,7 +228,6 @@ class SDCoNetConfig:
         _check(sal.alpha_mode in ("fixed", "learnable"), "saliency.alpha_mode must be 'fixed' or 'learnable'")
         _check(len(sal.level_ranges) == self.num_feature_levels, "saliency.level_ranges needs one range per level")
         _check(self.lr.kernel in ("bicubic", "bilinear"), "lr.kernel must be 'bicubic' or 'bilinear'")
-        _check(self.lr.scale >= 1, "lr.scale must be >= 1")
         _check(self.routing in ("schedule", "none", "projection"),
                "routing must be 'schedule', 'none' or 'projection'")
         _check(self.enhance_mcsp in ("faithful", "tied"), "enhance_mcsp must be 'faithful' or 'tied'")
@@ -232,37 +255,26 @@ _TINY: dict[str, Any] = {
 PRESETS: dict[str, dict[str, Any]] = {"paper": {}, "tiny": _TINY}
 
 
-def preset(name: str, **overrides: Any) -> SDCoNetConfig:
+def preset(name: str, scale: int | None = None, **overrides: Any) -> SDCoNetConfig:
     """Build a named preset, then apply overrides.
 
     Args:
         name: ``"paper"`` (official Swin-T / SRNet widths) or ``"tiny"`` (CPU-test widths, same code path).
+        scale: the HR / LR ratio (``lr.scale``, also the SR upscale). It has no default: a run takes it from its
+            degradation; by hand, state it (the released configuration is ``scale=2``). May instead come in
+            ``overrides`` as ``lr={"scale": N}`` or ``**{"lr.scale": N}``.
         **overrides: top-level fields (``num_classes=10``), nested dicts merged into a sub-config
             (``swin={"drop_path_rate": 0.0}``) or dotted keys (``**{"swin.window_size": 8}``).
 
     Returns:
         The validated configuration.
     """
+    if scale is not None:
+        overrides = {**overrides, "lr.scale": scale}
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    d: dict[str, Any] = copy.deepcopy(PRESETS[name])
-    for key, value in overrides.items():
-        parts = key.split(".")
-        node = d
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        if isinstance(value, Mapping) and isinstance(node.get(parts[-1]), Mapping):
-            node[parts[-1]] = _merge(node[parts[-1]], value)
-        else:
-            node[parts[-1]] = value
+    d = _config.merge(copy.deepcopy(PRESETS[name]), _config.nest(overrides, error=ConfigError))
     return from_dict(d)
-
-
-def _merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
-    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -270,64 +282,19 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(d: Mapping[str, Any], cls: type = SDCoNetConfig) -> Any:
+def from_dict(d: Mapping[str, Any], cls: type = SDCoNetConfig, source: str | None = None, prefix: str = "") -> Any:
     """Build a config from a (possibly partial) nested dict; missing keys take their defaults.
 
-    Lists become tuples, ``"inf"``/``None`` inside ``level_ranges`` become ``inf``.
+    Uses :func:`benchcore.config.from_dict`: lists become tuples, ``"inf"``/``None`` inside ``level_ranges``
+    become ``inf``.
+
+    Args:
+        d: the nested mapping (or a config instance).
+        cls: the config class (a sub-config such as :class:`SwinConfig` works too).
+        source: the file named at the start of an error message (None: not named).
+        prefix: dotted path of ``d`` in a larger config (``"model."``) for the key paths of errors.
 
     Raises:
         ConfigError: for an unknown key (named by its dotted path, with a suggestion) or a bad value.
     """
-    return _build(cls, d, prefix="")
-
-
-def _build(cls: type, d: Any, prefix: str) -> Any:
-    if dataclasses.is_dataclass(d) and not isinstance(d, type):
-        d = dataclasses.asdict(d)
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {type(d).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in d.items():
-        path = f"{prefix}{key}"
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean '{prefix}{close[0]}'?" if close else ""
-            raise ConfigError(f"unknown config key '{path}'{hint} (valid: {', '.join(sorted(fields))})")
-        f = fields[key]
-        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(default):
-            kwargs[key] = _build(type(default), value, prefix=f"{path}.")
-        else:
-            kwargs[key] = _coerce(value, default, path)
-    try:
-        return cls(**kwargs)
-    except ConfigError:
-        raise
-    except (TypeError, ValueError) as exc:  # pragma: no cover - defensive
-        raise ConfigError(f"invalid config at '{prefix.rstrip('.') or '<root>'}': {exc}") from exc
-
-
-def _coerce(value: Any, default: Any, path: str) -> Any:
-    if path.endswith("level_ranges"):
-        try:
-            return tuple((float(lo), INF if hi in (None, "inf", "Infinity") else float(hi)) for lo, hi in value)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"'{path}' must be a list of (low, high) pairs: {exc}") from exc
-    if isinstance(default, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"'{path}' must be a list, got {value!r}")
-        return tuple(value)
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"'{path}' must be true/false, got {value!r}")
-        return value
-    if isinstance(default, int) and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"'{path}' must be an integer, got {value!r}")
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"'{path}' must be a number, got {value!r}")
-        return float(value)
-    if isinstance(default, str) and not isinstance(value, str):
-        raise ConfigError(f"'{path}' must be a string, got {value!r}")
-    return value
+    return _config.from_dict(cls, d, source=source, prefix=prefix, error=ConfigError)

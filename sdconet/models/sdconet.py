@@ -9,7 +9,7 @@ Contract (what :mod:`sdconet.engine` and :mod:`sdconet.evaluate` rely on)::
 
 ``images`` are ImageNet-normalised (the dataset normalises): the HR tile (B, 3, H, W), or the LR tile when
 ``cfg.lr.on_the_fly`` is False (an offline LR set; the HR SR target then comes in ``targets[i]["hr"]`` and the HR
-size in ``targets[i]["size"]``, else ``scale x`` the LR size). Targets: ``boxes`` (N, 4) xyxy in HR pixels and
+grid is ``scale x`` the LR size, the mod-crop of a tile the scale does not divide). Targets: ``boxes`` (N, 4) xyxy in HR pixels and
 ``labels`` (N,) int64 in 0..C-1. Training losses are already weighted: detection terms x
 ``criterion.weight_dict``, ``loss_salience`` x 2.0 (``cfg.saliency.loss_weight``), ``loss_sr`` = L1(SR, HR) x 5.0
 (``cfg.sr_loss_weight``; present only while the SR branch is enabled). Tiles of a batch share one size and are not
@@ -43,14 +43,16 @@ Targets = Sequence[dict[str, Any]]
 
 
 def hr_size_of(images: Tensor, targets: Targets | None, cfg: SDCoNetConfig) -> tuple[int, int]:
-    """(H, W) of the HR tile: the input size, or (offline LR) ``targets[0]["size"]`` / ``scale x`` the LR size."""
+    """(H, W) of the HR grid the input covers: the input size (on the fly), or ``lr.scale x`` the offline LR size.
+
+    With an offline LR tile of ``H // s`` rows the input covers the HR tile's top-left ``s * (H // s)`` rows (the
+    mod-crop of the SR literature), so that is the size of the reconstruction and of the box normalisation;
+    boxes in HR pixels keep their meaning (the grids share the origin).
+    """
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be (B, 3, H, W) normalised RGB, got shape {tuple(images.shape)}")
     if cfg.lr.on_the_fly:
         return int(images.shape[-2]), int(images.shape[-1])
-    if targets and "size" in targets[0]:
-        h, w = targets[0]["size"]
-        return int(h), int(w)
     return int(images.shape[-2]) * cfg.lr.scale, int(images.shape[-1]) * cfg.lr.scale
 
 
@@ -61,7 +63,8 @@ def sr_target(images: Tensor, targets: Targets, cfg: SDCoNetConfig) -> Tensor:
     if not all("hr" in t for t in targets):
         raise ValueError("offline LR input (lr.on_the_fly=False) needs targets[i]['hr'] for the SR loss "
                          "(build the TileDataset with lr_dir)")
-    return torch.stack([t["hr"] for t in targets]).to(images.device, images.dtype)
+    h, w = hr_size_of(images, targets, cfg)  # the mod-cropped HR tile
+    return torch.stack([t["hr"][..., :h, :w] for t in targets]).to(images.device, images.dtype)
 
 
 def check_targets(targets: Targets | None, batch: int) -> Targets:

@@ -64,18 +64,26 @@ def conv_transpose_tokens(x: Tensor, conv: nn.ConvTranspose2d) -> Tensor:
     return y if conv.bias is None else y + conv.bias
 
 
-def fuse(x: Tensor, skip: Tensor) -> Tensor:
-    """Add an encoder skip, bilinearly resized (align_corners=False) to x's size when they differ.
+def fuse(x: Tensor, skip: Tensor, align: str = "resize") -> Tensor:
+    """Add an encoder skip to the decoder tokens when their sizes differ (LR sides not multiples of 64).
 
     Args:
-        x: (B, H, W, C) decoder tokens, channels last.
+        x: (B, H, W, C) decoder tokens, channels last (a x2 upsampling, so H >= h and W >= w).
         skip: (B, C, h, w) encoder map.
+        align: "resize": bilinearly resize the skip to x's size (align_corners=False; the released code);
+            "crop": crop x bottom/right to the skip's size (the encoder padded there, so the grids stay aligned).
 
     Returns:
-        (B, H, W, C).
+        (B, H, W, C) ("resize") or (B, h, w, C) ("crop"); identical when the sizes agree.
     """
     if skip.shape[-2:] != x.shape[1:3]:
-        skip = F.interpolate(skip, size=x.shape[1:3], mode="bilinear", align_corners=False)
+        if align == "crop":
+            h, w = skip.shape[-2:]
+            if x.shape[1] < h or x.shape[2] < w:
+                raise ValueError(f"decoder map {tuple(x.shape[1:3])} is smaller than its skip {(h, w)}")
+            x = x[:, :h, :w]
+        else:
+            skip = F.interpolate(skip, size=x.shape[1:3], mode="bilinear", align_corners=False)
     return x + skip.permute(0, 2, 3, 1)
 
 
@@ -97,15 +105,16 @@ class SRDecoder(nn.Module):
 
     Args:
         cfg: Decoder hyper-parameters (window 8, MLP ratio 2, depths (2, 6, 2, 2) for the paper).
+        upscale: SR factor of the pixel-shuffle head (the model's ``lr.scale``).
         out_chans: Output image channels.
 
     Attributes:
         feature_info: Widths/strides (w.r.t. the LR input) of the four decoder stages.
     """
 
-    def __init__(self, cfg: SRDecoderConfig, out_chans: int = 3) -> None:
+    def __init__(self, cfg: SRDecoderConfig, upscale: int, out_chans: int = 3) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.upscale = cfg, int(upscale)
         e = cfg.embed_dim
         widths = [e // 2 ** i for i in range(4)]
         self.widths = widths
@@ -125,7 +134,7 @@ class SRDecoder(nn.Module):
             conv_after_body=nn.Conv2d(u, u, 3, 1, 1),
             conv_before_upsample=nn.Conv2d(u, nf, 3, 1, 1),
             act=nn.LeakyReLU(0.01, inplace=True),
-            upsample=_upsampler(cfg.upscale, nf),
+            upsample=_upsampler(upscale, nf),
             conv_last=nn.Conv2d(nf, out_chans, 3, 1, 1)))
         mean = torch.tensor(RGB_MEAN if out_chans == 3 else (0.0,) * out_chans).view(1, out_chans, 1, 1)
         self.register_buffer("rgb_mean", mean, persistent=False)
@@ -157,7 +166,8 @@ class SRDecoder(nn.Module):
             res_x: Encoder skips, 5 maps (B, C, H, W): patch-embed (E/8, /4), raw stage-1 (E/8, /4),
                 stage-2 (E/4, /8), stage-3 (E/2, /16), stage-4 (E, /32) (``EncoderOutput["res_x"]``).
             res_4: Neck SR feature (B, 2E, h/64, w/64).
-            out_size: HR (H, W); the output is bilinearly resized to it when the sizes differ.
+            out_size: (H, W) of the reconstruction, LR x upscale; when the decoder's output (a multiple of
+                64 x upscale) differs, it is cropped to it ("crop") or bilinearly resized ("resize", released).
 
         Returns:
             (B, 3, 64 * upscale * h4, 64 * upscale * w4) with (h4, w4) the ``res_4`` size, i.e. (B, 3, 2h, 2w)
@@ -166,17 +176,23 @@ class SRDecoder(nn.Module):
         """
         if len(res_x) != 5:
             raise ValueError(f"res_x must hold 5 maps, got {len(res_x)}")
+        a = self.cfg.size_align
         t = self.up_layer_pre(self.tokens_from_res4(res_4))
-        t = self.layers[0](fuse(t, res_x[4]))
-        t = self.layers[1](fuse(self.up_layer0(t), res_x[3]))
-        t = self.layers[2](fuse(self.up_layer1(t), res_x[2]))
-        t = self.layers[3](fuse(self.up_layer2(t), res_x[1]))
-        t = self.norm(fuse(t, res_x[0]))
+        t = self.layers[0](fuse(t, res_x[4], a))
+        t = self.layers[1](fuse(self.up_layer0(t), res_x[3], a))
+        t = self.layers[2](fuse(self.up_layer1(t), res_x[2], a))
+        t = self.layers[3](fuse(self.up_layer2(t), res_x[1], a))
+        t = self.norm(fuse(t, res_x[0], a))
         x = self.head(conv_transpose_tokens(t, self.patch_unembed).permute(0, 3, 1, 2).contiguous())
         if self.cfg.add_rgb_mean:
             x = x + self.rgb_mean.to(x.dtype)
         if out_size is not None and tuple(x.shape[-2:]) != tuple(out_size):
-            x = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
+            if a == "crop":
+                if x.shape[-2] < out_size[0] or x.shape[-1] < out_size[1]:
+                    raise ValueError(f"SR output {tuple(x.shape[-2:])} is smaller than the requested {tuple(out_size)}")
+                x = x[..., :out_size[0], :out_size[1]]
+            else:
+                x = F.interpolate(x, size=tuple(out_size), mode="bilinear", align_corners=False)
         return x
 
     def used_parameters(self) -> int:
@@ -188,4 +204,4 @@ class SRDecoder(nn.Module):
 
 def build_sr_decoder(cfg: SDCoNetConfig) -> SRDecoder:
     """Build the SR decoder from the top-level config."""
-    return SRDecoder(cfg.sr_decoder)
+    return SRDecoder(cfg.sr_decoder, cfg.lr.scale)

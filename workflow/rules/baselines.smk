@@ -1,15 +1,15 @@
 # Serial baselines: SR model (BasicSR archs, or interpolation) -> detector (ultralytics YOLO, torchvision
 # Faster R-CNN) trained on that pipeline's own upscaled training tiles, scored on the HR grid.
+# Every rule reads its run's run_spec.json (runspec.smk); the other inputs are for the DAG only.
 LEARNED_SR = "edsr|rrdb|swinir"
 
 
 rule train_sr:
     input:
+        spec=sr_spec_path,
         pairs=f"{R}/data/{{dataset}}/{{degradation}}/basicsr",
     output:
         done=f"{R}/{{dataset}}/{{degradation}}/sr/{{sr_model,{LEARNED_SR}}}/seed{{seed}}/model/complete.json",
-    params:
-        cfg=config["baselines"]["config"],
     log:
         "logs/baselines/{dataset}/{degradation}/sr_{sr_model}/seed{seed}/train.log",
     benchmark:
@@ -27,14 +27,13 @@ rule train_sr:
 
 rule super_resolve:
     input:
+        spec=sr_spec_path,
         lr=f"{R}/data/{{dataset}}/{{degradation}}/lr",
         tiles=f"{R}/data/{{dataset}}/tiles",
         model=lambda wc: ([f"{R}/{wc.dataset}/{wc.degradation}/sr/{wc.sr_model}/seed{wc.seed}/model/complete.json"]
                           if wc.sr_model in LEARNED_SR.split("|") else []),
     output:
         directory(f"{R}/{{dataset}}/{{degradation}}/sr/{{sr_model,{LEARNED_SR}|bicubic|nearest}}/seed{{seed}}/images"),
-    params:
-        cfg=config["baselines"]["config"],
     log:
         "logs/baselines/{dataset}/{degradation}/sr_{sr_model}/seed{seed}/infer.log",
     benchmark:
@@ -52,13 +51,11 @@ rule super_resolve:
 
 rule train_detector:
     input:
+        spec=spec_path,
         images=image_set,
         parts=multiext(f"{R}/data/{{dataset}}/partition/", "train.json", "val.json", "test.json"),
     output:
         done=f"{R}/{{dataset}}/{{degradation}}/{{method,{SERIAL_RE}}}/seed{{seed}}/train/complete.json",
-    params:
-        cfg=config["baselines"]["config"],
-        detector=lambda wc: EXP.loc[wc.method, "detector"],
     log:
         "logs/baselines/{dataset}/{degradation}/{method}/seed{seed}/train.log",
     benchmark:
@@ -76,6 +73,7 @@ rule train_detector:
 
 rule evaluate_detector:
     input:
+        spec=spec_path,
         done=f"{R}/{{dataset}}/{{degradation}}/{{method}}/seed{{seed}}/train/complete.json",
         images=image_set,
         parts=multiext(f"{R}/data/{{dataset}}/partition/", "train.json", "val.json", "test.json"),
@@ -83,9 +81,6 @@ rule evaluate_detector:
         metrics=f"{R}/{{dataset}}/{{degradation}}/{{method,{SERIAL_RE}}}/seed{{seed}}/metrics.json",
         detections=f"{R}/{{dataset}}/{{degradation}}/{{method,{SERIAL_RE}}}/seed{{seed}}/detections.json",
     params:
-        cfg=config["baselines"]["config"],
-        detector=lambda wc: EXP.loc[wc.method, "detector"],
-        sr=lambda wc: EXP.loc[wc.method, "input"] == "sr",
         n_boot=config["report"]["bootstrap"],
     log:
         "logs/baselines/{dataset}/{degradation}/{method}/seed{seed}/evaluate.log",

@@ -20,8 +20,10 @@ def ds_cfg(wildcards):
 
 
 def dataset_root(wildcards):
-    """The folder the converter reads: a user-given root, or the fetched raw tree."""
+    """The folder the converter reads: a coco dataset's images, a user-given root, or the fetched raw tree."""
     cfg = ds_cfg(wildcards)
+    if cfg["source"] == "coco":
+        return repo_path(cfg["images"])
     if cfg.get("root"):
         return cfg["root"]
     sub = RAW_SUBDIR[cfg["source"]]
@@ -30,6 +32,8 @@ def dataset_root(wildcards):
 
 def raw_input(wildcards):
     cfg = ds_cfg(wildcards)
+    if cfg["source"] == "coco":
+        return [repo_path(cfg["annotations"])]
     return [] if cfg.get("root") else [f"{R}/data/{wildcards.dataset}/raw"]
 
 
@@ -48,7 +52,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)  # the in-repo packages, also when rules run under --use-conda
 from benchcore.experiments import load_experiments  # noqa: E402
-from data_prep.classes import CLASSES  # noqa: E402
+from data_prep.classes import dataset_classes  # noqa: E402
 
 def repo_path(path):
     """A config file path: as given when it exists (relative to the working directory), else in the repo."""
@@ -84,15 +88,72 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-def run_dir(wc):
-    return f"{R}/{wc.dataset}/{wc.degradation}/{wc.method}/seed{wc.seed}"
+# ---- run specifications (docs/run_spec.md) ---------------------------------------------------
+# Every run's settings are resolved by the packages' spec builders (benchcore.runspec, sdconet.spec,
+# baselines.spec) and written to run_spec.json by the local rules in runspec.smk; the training and evaluation
+# rules hand that file to one library entry point. Nothing below re-defaults a setting.
+from benchcore.runspec import RunSpecError, degradation_of  # noqa: E402
+from baselines.spec import build_serial_spec, build_sr_spec  # noqa: E402
+from sdconet.spec import build_spec as build_sdconet_spec, lr_on_the_fly  # noqa: E402
+
+DEG = {d: degradation_of(d, config["degradations"], "config key 'degradations'") for d in DEGRADATIONS}
 
 
 def on_the_fly_lr(deg: str) -> bool:
-    """True when SDCoNet can make its LR input in the model, exactly as the official code (x2 torch bicubic)."""
-    d = config["degradations"][deg]
-    return (d.get("scale", 2) == 2 and d.get("kernel", "torch-bicubic") == "torch-bicubic"
-            and not d.get("blur") and not d.get("noise") and d.get("jpeg") is None)
+    """True when SDCoNet makes its LR input inside the model (the released code's x2 torch bicubic)."""
+    return lr_on_the_fly(DEG[deg])
+
+
+def method_spec(dataset, degradation, method, seed, num_classes=1, class_names=None):
+    """The run spec of one (dataset, degradation, method, seed); num_classes comes from the partition at job time
+    (the DAG-parse check below uses a placeholder: no setting depends on it)."""
+    row = EXP.loc[method].to_dict()
+    common = dict(results=R, dataset=dataset, degradation=DEG[degradation], row=row, seed=int(seed),
+                  experiments=config["experiments"])
+    if row["kind"] == "serial":
+        return build_serial_spec(config_file=config["baselines"]["config"], sets=config["baselines"]["set"],
+                                 **common)
+    return build_sdconet_spec(config_file=config["sdconet"]["config"], sets=config["sdconet"]["set"],
+                              num_classes=num_classes, class_names=class_names, **common)
+
+
+def sr_spec(dataset, degradation, sr_model, seed):
+    return build_sr_spec(results=R, dataset=dataset, degradation=DEG[degradation], sr_model=sr_model,
+                         seed=int(seed), config_file=config["baselines"]["config"], sets=config["baselines"]["set"])
+
+
+def _check_specs():
+    """Resolve every configured (degradation, method) and SR stage once at DAG parse time, so a typo anywhere in
+    the config, the sheet, ``sdconet.set`` or ``baselines.set`` stops the run before its first job, in one line."""
+    sweep = config["sweep"]
+    pairs = {(d, m) for d in [MAIN_DEG] for m in METHODS} | {(d, m) for d in sweep["degradations"]
+                                                            for m in sweep["methods"]}
+    srs = set()
+    for deg, method in sorted(pairs):
+        try:
+            spec = method_spec(DATASETS[0], deg, method, SEEDS[0])
+        except (ValueError, KeyError) as exc:
+            raise WorkflowError(f"method {method!r} at degradation {deg!r}: {exc}") from None
+        if spec["sr_model"] and EXP.loc[method, "input"] == "sr":
+            srs.add((deg, spec["sr_model"]))
+    for deg, model in sorted(srs):
+        try:
+            sr_spec(DATASETS[0], deg, model, SEEDS[0])
+        except (ValueError, KeyError) as exc:
+            raise WorkflowError(f"SR stage {model!r} at degradation {deg!r}: {exc}") from None
+
+
+from snakemake.exceptions import WorkflowError  # noqa: E402
+
+_check_specs()
+
+
+def spec_path(wc):
+    return f"{R}/{wc.dataset}/{wc.degradation}/{wc.method}/seed{wc.seed}/run_spec.json"
+
+
+def sr_spec_path(wc):
+    return f"{R}/{wc.dataset}/{wc.degradation}/sr/{wc.sr_model}/seed{wc.seed}/run_spec.json"
 
 
 def metrics_targets(methods, degradations):

@@ -1,4 +1,5 @@
-# Data stage: raw -> COCO -> tiles -> partition -> HR export. Degraded copies: degrade.smk.
+# Data stage: raw (or a user's COCO json + images, source coco) -> COCO -> tiles -> partition -> HR export.
+# Degraded copies: degrade.smk.
 
 
 rule fetch_raw:
@@ -28,6 +29,7 @@ rule convert:
     params:
         source=lambda wc: ds_cfg(wc)["source"],
         root=dataset_root,
+        annotations=lambda wc, input: input[0] if ds_cfg(wc)["source"] == "coco" else None,
     log:
         "logs/data/{dataset}/convert.log",
     benchmark:

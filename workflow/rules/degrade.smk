@@ -8,7 +8,7 @@ rule degrade:
     output:
         directory(f"{R}/data/{{dataset}}/{{degradation}}/lr"),
     params:
-        deg=lambda wc: config["degradations"][wc.degradation],
+        deg=lambda wc: DEG[wc.degradation],
     log:
         "logs/data/{dataset}/{degradation}/degrade.log",
     benchmark:

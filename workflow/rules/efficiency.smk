@@ -1,7 +1,7 @@
 # The dedicated efficiency measurement (params, FLOPs, latency, memory) of every method, on the
 # configured device and input size. Snakemake's own benchmark: files are job cost, reported separately.
-# One job measures every method in one process (one import and warm-up of the libraries, and no two
-# latency measurements competing for the same device).
+# One job measures the methods one after another (no two latency measurements competing for the same device),
+# each in a fresh process so that its peak memory is its own. The LR scale is the main degradation's.
 
 
 rule measure_efficiency:
@@ -9,8 +9,9 @@ rule measure_efficiency:
         expand(f"{R}/efficiency/{{method}}.json", method=METHODS),
     params:
         eff=config["efficiency"],
+        scale=DEG[MAIN_DEG]["scale"],
         experiments=config["experiments"],
-        num_classes=len(CLASSES[config["datasets"][DATASETS[0]]["source"]]),
+        num_classes=len(dataset_classes(config["datasets"][DATASETS[0]], resolve=repo_path)),
     log:
         "logs/efficiency/efficiency.log",
     benchmark:

@@ -1,18 +1,16 @@
 # SDCoNet and its ablations: train (resumable; checkpoints live beside the completion marker so a
 # killed job resumes instead of restarting), then evaluate on the test partition on the HR grid.
+# Both read the run's run_spec.json (runspec.smk); the inputs below are for the DAG only.
 
 
 rule train_sdconet:
     input:
+        spec=spec_path,
         parts=multiext(f"{R}/data/{{dataset}}/partition/", "train.json", "val.json", "test.json"),
         tiles=f"{R}/data/{{dataset}}/tiles",
         lr=lambda wc: [] if on_the_fly_lr(wc.degradation) else [f"{R}/data/{wc.dataset}/{wc.degradation}/lr"],
     output:
         done=f"{R}/{{dataset}}/{{degradation}}/{{method,{SDC_RE}}}/seed{{seed}}/train/complete.json",
-    params:
-        cfg=config["sdconet"]["config"],
-        sets=config["sdconet"]["set"],
-        data=lambda wc: f"{R}/data/{wc.dataset}",
     log:
         "logs/sdconet/{dataset}/{degradation}/{method}/seed{seed}/train.log",
     benchmark:
@@ -30,13 +28,12 @@ rule train_sdconet:
 
 rule evaluate_sdconet:
     input:
+        spec=spec_path,
         done=f"{R}/{{dataset}}/{{degradation}}/{{method}}/seed{{seed}}/train/complete.json",
     output:
         metrics=f"{R}/{{dataset}}/{{degradation}}/{{method,{SDC_RE}}}/seed{{seed}}/metrics.json",
         detections=f"{R}/{{dataset}}/{{degradation}}/{{method,{SDC_RE}}}/seed{{seed}}/detections.json",
     params:
-        data=lambda wc: f"{R}/data/{wc.dataset}",
-        sr=lambda wc: EXP.loc[wc.method, "sr_branch"] == "yes",
         n_boot=config["report"]["bootstrap"],
     log:
         "logs/sdconet/{dataset}/{degradation}/{method}/seed{seed}/evaluate.log",

@@ -9,8 +9,7 @@ setup_job(snakemake)  # noqa: F821
 
 from data_prep.degrade import degrade_folder  # noqa: E402
 
-d = snakemake.params.deg  # noqa: F821
+d = snakemake.params.deg  # the resolved degradation (benchcore.runspec.degradation_of: every key present)  # noqa: F821
 degrade_folder(Path(snakemake.input.tiles) / "images", snakemake.output[0],  # noqa: F821
-               scale=d.get("scale", 2), kernel=d.get("kernel", "torch-bicubic"), blur=d.get("blur", 0.0),
-               noise=d.get("noise", 0.0), jpeg=d.get("jpeg"), seed=d.get("seed", 0),
+               scale=d["scale"], kernel=d["kernel"], blur=d["blur"], noise=d["noise"], jpeg=d["jpeg"], seed=d["seed"],
                workers=snakemake.threads)  # noqa: F821

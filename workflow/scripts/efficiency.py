@@ -1,4 +1,8 @@
-"""Rule efficiency: params / FLOPs / latency of one method (compare.efficiency_runner)."""
+"""Rule efficiency: params / FLOPs / latency / peak memory of every method (compare.efficiency_runner).
+
+Each method is measured in a new Python process of its own (measure_method_in_fresh_process), pinned to this
+job's threads, so that its peak memory is its own and not this process's peak so far.
+"""
 import sys
 from pathlib import Path
 
@@ -7,15 +11,16 @@ from benchcore.smk import setup_job  # noqa: E402
 
 setup_job(snakemake)  # noqa: F821
 
-from compare.efficiency_runner import measure_method, write_efficiency  # noqa: E402
+from compare.efficiency_runner import measure_method_in_fresh_process, write_efficiency  # noqa: E402
 
-e = snakemake.params.eff  # noqa: F821
+e = snakemake.params.eff  # schema-validated: every key present, defaults filled there  # noqa: F821
 for out in snakemake.output:  # noqa: F821
     method = Path(out).stem
-    result = measure_method(method, snakemake.params.experiments,  # noqa: F821
-                            num_classes=snakemake.params.num_classes, hr_size=e.get("hr_size", 512),  # noqa: F821
-                            scale=e.get("scale", 2), preset=e.get("preset", "paper"),
-                            device=e.get("device", "cpu"), warmup=e.get("warmup", 2), runs=e.get("runs", 10),
-                            batch_sizes=(1, e.get("batch_size", 4)), counter=e.get("counter", "fvcore"))
+    result = measure_method_in_fresh_process(
+        method, snakemake.params.experiments, num_classes=snakemake.params.num_classes,  # noqa: F821
+        hr_size=e["hr_size"], scale=snakemake.params.scale, preset=e["preset"], device=e["device"],  # noqa: F821
+        warmup=e["warmup"], runs=e["runs"], batch_sizes=(1, e["batch_size"]), counter=e["counter"],
+        threads=snakemake.threads)  # noqa: F821
     write_efficiency(out, result)
-    print(f"{method}: {result['params']} {result['flops']}", flush=True)
+    print(f"{method}: {result['params']} {result['flops']} peak {result['peak_mem_mb']:.0f} MiB "
+          f"({result['peak_mem_kind']}, {result['peak_mem_process']} process)", flush=True)

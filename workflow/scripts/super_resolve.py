@@ -1,4 +1,4 @@
-"""Rule super_resolve: every LR tile through one SR model (or interpolation), with PSNR/SSIM vs HR."""
+"""Rule super_resolve: every LR tile through the SR stage of its run_spec.json, with PSNR/SSIM vs HR."""
 import sys
 from pathlib import Path
 
@@ -7,10 +7,7 @@ from benchcore.smk import setup_job  # noqa: E402
 
 setup_job(snakemake)  # noqa: F821
 
-from baselines.pipeline import read_config, section, sr_step  # noqa: E402
+from benchcore.runspec import load_spec  # noqa: E402
+from baselines.spec import super_resolve_from_spec  # noqa: E402
 
-wc, inp = snakemake.wildcards, snakemake.input  # noqa: F821
-raw = read_config(snakemake.params.cfg)  # noqa: F821
-ckpt = Path(inp.model[0]).parent / "model.pth" if inp.model else None
-sr_step(wc.sr_model, inp.lr, snakemake.output[0], hr_dir=Path(inp.tiles) / "images", checkpoint=ckpt,  # noqa: F821
-        cfg=section(raw, "sr_infer"), device=section(raw, "sr").get("device", "cpu"))
+super_resolve_from_spec(load_spec(snakemake.input.spec))  # noqa: F821
