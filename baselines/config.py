@@ -50,10 +50,12 @@ def _positive(source: str, cfg: _Config, *names: str) -> None:
             raise ConfigError(f"{source}: {type(cfg).__name__}.{n} must be > 0, got {v!r}")
 
 
-def _scale_set(source: str, cfg: _Config) -> None:
+def require_scale(cfg: _Config, source: str = "config") -> int:
+    """The config's scale, which a file or section may leave unset but a run may not."""
     if cfg.scale is None:  # type: ignore[attr-defined]
         raise ConfigError(f"{source}: {type(cfg).__name__}.scale is not set: it is the run's degradation scale "
                           f"(set by the run spec, or --scale on the command line)")
+    return int(cfg.scale)  # type: ignore[attr-defined]
 
 
 def _choice(source: str, cfg: _Config, name: str, choices: tuple[Any, ...]) -> None:
@@ -85,10 +87,9 @@ class SRTrainConfig(_Config):
     def validate(self, source: str = "config") -> None:  # noqa: D102
         _choice(source, self, "model_name", ("edsr", "rrdb", "swinir"))
         _choice(source, self, "preset", ("paper", "tiny"))
-        _scale_set(source, self)
-        _choice(source, self, "scale", (1, 2, 3, 4, 8))
+        _choice(source, self, "scale", (None, 1, 2, 3, 4, 8))  # None: not set yet (the run sets it)
         _positive(source, self, "iters", "batch_size", "patch_size", "lr", "checkpoint_every", "log_every")
-        if self.patch_size % self.scale:
+        if self.scale and self.patch_size % self.scale:
             raise ConfigError(f"{source}: patch_size {self.patch_size} must be divisible by scale {self.scale}")
 
 
@@ -106,7 +107,6 @@ class SRInferConfig(_Config):
 
     def validate(self, source: str = "config") -> None:  # noqa: D102
         _choice(source, self, "method", ("edsr", "rrdb", "swinir", "bicubic", "nearest"))
-        _scale_set(source, self)
         _positive(source, self, "scale", "tile")
 
     def to_kwargs(self) -> dict[str, Any]:

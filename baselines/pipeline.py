@@ -19,7 +19,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from baselines.config import ConfigError, FrcnnConfig, SRInferConfig, SRTrainConfig, YoloConfig, _Config
+from baselines.config import (ConfigError, FrcnnConfig, SRInferConfig, SRTrainConfig, YoloConfig, _Config,
+                              require_scale)
 from baselines.mapping import TileIndex
 from benchcore import config as _cfg
 
@@ -157,6 +158,7 @@ def sr_train_step(model_name: str, pairs_dir: str | os.PathLike, out_dir: str | 
     if model_name not in SR_LEARNED:
         raise ValueError(f"unknown SR model {model_name!r}; expected one of {SR_LEARNED}")
     conf = SRTrainConfig.from_dict({**_explicit(cfg, SRTrainConfig), "model_name": model_name}, source="sr config")
+    require_scale(conf, "sr config")
     kw = conf.to_kwargs()
     kw["device"] = resolve_device(kw["device"])
     return train_sr(pairs_dir=pairs_dir, out_dir=out_dir, resume=resume, **kw)
@@ -185,6 +187,7 @@ def sr_step(method: str | None, lr_dir: str | os.PathLike, out_dir: str | os.Pat
         scale = int(ck["scale"])
     opts = SRInferConfig.from_dict({**_explicit(cfg, SRInferConfig), "method": method or ck["model"],
                                     **({"scale": scale} if scale else {})}, source="sr_infer config")
+    require_scale(opts, "sr_infer config")
     if method in SR_INTERP:
         if checkpoint is not None:
             raise ValueError(f"{method} interpolation takes no checkpoint")

@@ -72,11 +72,7 @@ def resolve_sections(config_file: str | Path, sets: Sequence[str] | Mapping[str,
     row = _sections(row_sets, f"experiments row {row_id!r}, column 'set'")
     _check_not_owned(row, f"experiments row {row_id!r}, column 'set'")
     overrides = {s: _cfg.merge(user.get(s, {}), row.get(s, {})) for s in {*user, *row}}
-    # Validation needs a scale; the real one is filled per run by the builders below (owned keys are not in
-    # the file or the overrides, checked above, so every "scale" in the result is this placeholder).
-    with_scale = {**overrides, **{s: {**overrides.get(s, {}), "scale": 1} for s in ("sr", "sr_infer")}}
-    merged = read_config(path, with_scale)
-    return {sec: {k: v for k, v in values.items() if k != "scale"} for sec, values in merged.items()}
+    return read_config(path, overrides or None)
 
 
 def sr_settings(sections: Mapping[str, Mapping[str, Any]], sr_model: str, scale: int, seed: int) -> dict[str, Any]:

@@ -402,8 +402,8 @@ def main(argv: Sequence[str] | None = None, own_process: bool = False) -> int:
     a = p.parse_args(argv)
     try:
         measure = _measure_method_alone if own_process else measure_method
-        res = measure(a.method, a.experiments, a.num_classes, a.hr_size, a.scale, a.preset, a.device,
-                      a.warmup, a.runs, a.batch_sizes, a.counter)
+        res = measure(a.method, a.experiments, a.num_classes, a.hr_size, scale=a.scale, preset=a.preset,
+                      device=a.device, warmup=a.warmup, runs=a.runs, batch_sizes=a.batch_sizes, counter=a.counter)
         write_efficiency(a.out, res)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -36,6 +36,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import json
 import pickle
 import re
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from sdconet.models.config import ConfigError, SDCoNetConfig, preset, to_dict, from_dict
+from sdconet.models.config import ConfigError, SDCoNetConfig, from_dict, preset, to_dict
 
 __all__ = ["OFFICIAL_FLAGS", "RULES", "ConversionError", "ConversionReport", "official_to_model_name",
            "convert_official_tensor", "convert_official_state_dict", "official_config", "config_from_file",
@@ -391,15 +392,16 @@ def official_config(model_config: Mapping[str, Any] | None = None, *,
     _require(float(loss_cls.get("alpha", 0.25)) == 0.25 and float(loss_cls.get("gamma", 2.0)) == 2.0,
              "bbox_head.loss_cls needs focal alpha 0.25, gamma 2")
     enc_layers = int(_get(mc, "encoder.num_layers", 6))
+    swin = {"pretrained": None, "embed_dim": int(bb.get("embed_dims", 96)),
+            "depths": tuple(bb.get("depths", (2, 2, 6, 2))), "num_heads": tuple(bb.get("num_heads", (3, 6, 12, 24))),
+            "window_size": int(bb.get("window_size", 7)), "mlp_ratio": float(bb.get("mlp_ratio", 4)),
+            "drop_path_rate": float(bb.get("drop_path_rate", 0.2)), "patch_size": int(bb.get("patch_size", 4))}
+    sr_dec = {**flags.pop("sr_decoder"), "embed_dim": int(sr.get("embed_dim", 768)),
+              "depths": tuple(sr.get("depths", (2, 6, 2, 2))), "num_heads": tuple(sr.get("num_heads", (6, 12, 6, 3))),
+              "window_size": int(sr.get("window_size", 8)), "mlp_ratio": float(sr.get("mlp_ratio", 2)),
+              "drop_path_rate": float(sr.get("drop_path_rate", 0.1))}
     d: dict[str, Any] = {
-        "swin": {"pretrained": None, "embed_dim": int(bb.get("embed_dims", 96)),
-                 "depths": tuple(bb.get("depths", (2, 2, 6, 2))), "num_heads": tuple(bb.get("num_heads", (3, 6, 12, 24))),
-                 "window_size": int(bb.get("window_size", 7)), "mlp_ratio": float(bb.get("mlp_ratio", 4)),
-                 "drop_path_rate": float(bb.get("drop_path_rate", 0.2)), "patch_size": int(bb.get("patch_size", 4))},
-        "sr_decoder": {**flags.pop("sr_decoder"), "embed_dim": int(sr.get("embed_dim", 768)),
-                       "depths": tuple(sr.get("depths", (2, 6, 2, 2))), "num_heads": tuple(sr.get("num_heads", (6, 12, 6, 3))),
-                       "window_size": int(sr.get("window_size", 8)), "mlp_ratio": float(sr.get("mlp_ratio", 2)),
-                       "drop_path_rate": float(sr.get("drop_path_rate", 0.1))},
+        "swin": swin, "sr_decoder": sr_dec,
         "lr": {**flags.pop("lr"), "scale": int(sr.get("upscale", 2))},
         "neck": {"out_channels": hidden, "num_groups": int(_get(neck, "norm_cfg.num_groups", 32)),
                  "sr_channels": 2 * int((neck.get("in_channels") or [192, 384, 768])[-1])},
@@ -492,8 +494,8 @@ def read_official_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[
         path: ``.pth`` file: a dict with ``state_dict`` (mmengine checkpoint) or a bare state dict.
 
     Returns:
-        ``(state_dict, meta)``: the tensor entries, and the checkpoint's ``meta`` numbers/strings that survived
-        (``epoch``, ``iter`` when present).
+        ``(state_dict, meta)``: the tensor entries, and the checkpoint's ``meta`` ``epoch`` / ``iter`` when present
+        (plus ``non_tensor_entries``: the names of state-dict entries that are not tensors, if any).
 
     Raises:
         FileNotFoundError: no such file.
@@ -517,6 +519,9 @@ def read_official_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[
     sd = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
     if not sd:
         raise ValueError(f"{path}: no tensors in the state dict")
+    others = [str(k) for k, v in obj.items() if not isinstance(v, Tensor)]
+    if others:
+        meta["non_tensor_entries"] = others
     return sd, meta
 
 
@@ -527,8 +532,6 @@ class ConversionError(ValueError):
 def config_from_file(path: str | Path) -> SDCoNetConfig:
     """:func:`official_config` of a JSON file: an mmdetection model config (``{"type": "SA_DINO_SR_GR", ...}``), a
     dumped mmengine config (``{"model": {...}}``) or the reference fixture's ``config.json`` (``model_config``)."""
-    import json  # noqa: PLC0415
-
     path = Path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -568,20 +571,25 @@ def convert_checkpoint(src: str | Path, out: str | Path, config: str | Path | No
     from sdconet.cli import strict_json  # noqa: PLC0415
     from sdconet.models.build import build_model  # noqa: PLC0415
 
+    out = Path(out)
+    if out.suffix == ".json":
+        raise ValueError(f"{out}: the checkpoint must not end in .json (its settings go to OUT with suffix .json)")
     sd, meta = read_official_checkpoint(src)
     if config is not None:
         cfg = config_from_file(config)
     else:
         cls = sd.get("bbox_head.cls_branches.0.weight")
         cfg = official_config(num_classes=int(cls.shape[0]) if cls is not None else None)
-    torch.manual_seed(0)
-    model = build_model(cfg)
+    with torch.random.fork_rng(devices=[]):  # a reproducible init for unfilled keys, the caller's RNG untouched
+        torch.manual_seed(0)
+        model = build_model(cfg)
     converted, report = convert_official_state_dict(sd, model)
+    for name in meta.pop("non_tensor_entries", []):
+        report.unmapped[name] = "not a tensor in the checkpoint"
     if not report.ok and not allow_unmapped:
         raise ConversionError(f"{src} does not convert cleanly (pass --allow-unmapped to write it anyway):\n"
                               + report.format())
     model.load_state_dict(converted, strict=report.ok)
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     epoch = int(meta["epoch"]) - 1 if isinstance(meta.get("epoch"), int) else -1
     source = {"converted_from": str(Path(src).resolve()), "released_meta": meta}

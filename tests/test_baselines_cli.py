@@ -157,7 +157,7 @@ def test_shipped_configs_validate_and_merge_per_model_sr_sections() -> None:
     paper = read_config(REPO / "config" / "baselines" / "paper.yaml")
     cfgs = {m: SRTrainConfig.from_dict({**section(paper, "sr", m), "model_name": m}) for m in ("edsr", "rrdb", "swinir")}
     assert (cfgs["edsr"].lr, cfgs["rrdb"].patch_size, cfgs["swinir"].batch_size) == (1e-4, 128, 32)
-    assert all(c.preset == "paper" and c.scale == 2 for c in cfgs.values())
+    assert all(c.preset == "paper" and c.scale is None for c in cfgs.values())  # the run sets the scale
     over = read_config(REPO / "config" / "baselines" / "paper.yaml", {"sr": {"iters": 7}, "sr_rrdb": {"iters": 9}})
     assert (section(over, "sr", "edsr")["iters"], section(over, "sr", "rrdb")["iters"]) == (7, 9)
     with pytest.raises(ConfigError, match="iterations"):

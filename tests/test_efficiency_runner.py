@@ -70,7 +70,7 @@ def test_edsr_then_yolo_sums_both_networks() -> None:
 def test_cli_writes_a_file_the_report_reads(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "efficiency" / "frcnn_hr.json"
     rc = main(["--method", "frcnn_hr", "--experiments", str(SHEET), "--num-classes", "4", "--hr-size", str(HR),
-               "--preset", "tiny", "--warmup", "0", "--runs", "1", "--batch-sizes", "1", "2", "--out", str(out)])
+               "--scale", "2", "--preset", "tiny", "--warmup", "0", "--runs", "1", "--batch-sizes", "1", "2", "--out", str(out)])
     assert rc == 0 and json.loads(capsys.readouterr().out)["gmac"] > 0
     row = efficiency_row(out, tmp_path)
     assert (row["method"], row["input_h"], row["input_w"]) == ("frcnn_hr", HR, HR)
@@ -80,7 +80,7 @@ def test_cli_writes_a_file_the_report_reads(tmp_path: Path, capsys: pytest.Captu
     assert doc["peak_mem_process"] == "shared"  # main() called inside this test process, not `python -m`
     with pytest.raises(ValueError, match="file name must be the method id"):
         write_efficiency(tmp_path / "other.json", doc)
-    assert main(["--method", "no_such_method", "--experiments", str(SHEET), "--num-classes", "4",
+    assert main(["--method", "no_such_method", "--experiments", str(SHEET), "--num-classes", "4", "--scale", "2",
                  "--out", str(tmp_path / "no_such_method.json")]) == 2
     assert "unknown method id 'no_such_method'" in capsys.readouterr().err
 

@@ -105,7 +105,7 @@ def test_offline_lr_input_uses_hr_targets() -> None:
 
 @pytest.mark.parametrize("method", sdconet_method_ids())
 def test_every_ablation_builds_and_trains_one_step(method: str) -> None:
-    cfg, train = resolve_config({"model": {"preset": "tiny", "num_classes": NUM_CLASSES},
+    cfg, train = resolve_config({"model": {"preset": "tiny", "num_classes": NUM_CLASSES, "lr": {"scale": 2}},
                                  "train": {"epochs": 1, "batch_size": 2}}, method=method)
     ov = method_overrides(method)
     torch.manual_seed(0)
@@ -193,7 +193,7 @@ def test_deform_residual_and_score_mode_reach_the_encoder() -> None:
 
 def test_run_config_unknown_keys_are_named(tmp_path) -> None:
     path = tmp_path / "cfg.yaml"
-    path.write_text("model: {preset: tiny}\ntrain: {epochs: 1, batch_size: 2}\n")
+    path.write_text("model: {preset: tiny, lr: {scale: 2}}\ntrain: {epochs: 1, batch_size: 2}\n")
     cfg, train = load_model_config(path, {"model.swin.window_size": 8, "train.lr": 3e-4})
     assert cfg.swin.window_size == 8 and train["lr"] == 3e-4 and train["routing"] == cfg.routing
     with pytest.raises(ConfigError, match="swin.windowsize"):
@@ -202,7 +202,7 @@ def test_run_config_unknown_keys_are_named(tmp_path) -> None:
         load_model_config(path, {"train.lr_rate": 1})
     with pytest.raises(ConfigError, match="optimizer"):
         load_model_config(path, {"optimizer.lr": 1})
-    path.write_text("model: {preset: tiny}\ntrain: {epochs: 1, batch_size: 2}\ndata: {}\n")
+    path.write_text("model: {preset: tiny, lr: {scale: 2}}\ntrain: {epochs: 1, batch_size: 2}\ndata: {}\n")
     with pytest.raises(ConfigError, match="'data'"):
         load_model_config(path)
     with pytest.raises(ValueError, match="baseline"):

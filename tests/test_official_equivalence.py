@@ -10,8 +10,8 @@ did; the generated queries and mask are checked against the stored ones bit for 
 
 Skips with a reason when the fixture is absent (``$SDCONET_SHARED_DIR/fixtures/...``, default ``../shared``).
 Runs on 2 threads, the released run's setting (1 thread moves features by ~1e-6 relative, far below the
-tolerances). ``python tests/test_official_equivalence.py`` prints the measured differences as Markdown tables
-(``docs/official_equivalence.md``).
+tolerances). ``PYTHONPATH=. python tests/test_official_equivalence.py`` prints the measured differences as
+Markdown tables (``docs/official_equivalence.md``).
 """
 from __future__ import annotations
 
@@ -44,7 +44,8 @@ TOL_PRED_BOX_PX = 1e-2
 TOL_PRED_SCORE_ABS = 1e-6
 TOL_LOSS = 1e-5
 TOL_GRAD = 1e-4
-TOL_TINY_GRAD_NORM = 1e-4  # the three SR-path gradients of norm ~1e-5: compare norms
+TOL_TINY_GRAD_NORM = 1e-4  # the three SR-path gradients of norm ~1e-5 (accumulation noise ~5e-4 element-wise)
+TOL_TINY_GRAD = 1e-3
 TINY_GRAD_NORM = 1e-3
 
 #: Stored predict-path tensors compared as features: fixture key -> tolerance kind.
@@ -130,10 +131,10 @@ def run_predict(model: torch.nn.Module, hr: torch.Tensor) -> dict[str, Any]:
         det.head.decoder.register_forward_pre_hook(lambda m, a: cap.__setitem__("init_ref", a[1])),
         det.head.decoder.register_forward_hook(lambda m, a, o: cap.__setitem__("decoder", o)),
     ]
-    for i, layer in enumerate(model.backbone.layers):
-        hooks.append(layer.register_forward_hook(lambda m, a, o, i=i: cap.__setitem__(f"swin.stage{i}", _tokens(o, True))))
-    for i, layer in enumerate(model.sr_decoder.layers):
-        hooks.append(layer.register_forward_hook(lambda m, a, o, i=i: cap.__setitem__(f"sr.sr_stage{i}", _tokens(o, True))))
+    stages = [(f"swin.stage{i}", m) for i, m in enumerate(model.backbone.layers)]
+    stages += [(f"sr.sr_stage{i}", m) for i, m in enumerate(model.sr_decoder.layers)]
+    for key, layer in stages:  # channels-last (B, H, W, C) stage outputs -> tokens
+        hooks.append(layer.register_forward_hook(lambda m, a, o, key=key: cap.__setitem__(key, _tokens(o, True))))
     model.eval()
     try:
         with torch.no_grad():
@@ -222,20 +223,26 @@ def train_loss_rows(fx: dict[str, Any], ours: dict[str, Any], phase: int) -> lis
     return rows
 
 
-def grad_rows(fx: dict[str, Any], ours: dict[str, Any], phase: int) -> list[tuple[str, Any, Any, Any, Any]]:
-    """(released name, rel, norm rel, |g| released, tolerance kind) per stored gradient; None = no gradient."""
+def grad_rows(fx: dict[str, Any], ours: dict[str, Any], phase: int) -> list[tuple[str, str, Any, Any, Any]]:
+    """(released name, kind, rel, norm rel, |g| released) per stored gradient.
+
+    kind: "elementwise", "norm" (|g| < 1e-3: the tiny SR-path gradients), "none" (no gradient on either side) or
+    "one-sided: released <grad or None>, ours <grad or None>" (then the numbers are None).
+    """
     rows = []
     for name, g_ref in fx["train"][f"phase{phase}"]["grads"].items():
         target, _ = official_to_model_name(name)
         g = ours["grads"][target]
         if g_ref is None or g is None:
-            rows.append((name, g_ref is None, g is None, None, None))
+            kind = "none" if g_ref is None and g is None else (
+                f"one-sided: released {'None' if g_ref is None else 'grad'}, ours {'None' if g is None else 'grad'}")
+            rows.append((name, kind, None, None, None))
             continue
         _, g_ref_m = convert_official_tensor(name, g_ref)
         _, rel = rel_diff(g, g_ref_m)
         n_ref = g_ref.double().norm().item()
         norm_rel = abs(g.double().norm().item() - n_ref) / n_ref
-        rows.append((name, rel, norm_rel, n_ref, "norm" if n_ref < TINY_GRAD_NORM else "elementwise"))
+        rows.append((name, "norm" if n_ref < TINY_GRAD_NORM else "elementwise", rel, norm_rel, n_ref))
     return rows
 
 
@@ -280,8 +287,7 @@ def trained(fx, model) -> dict[int, dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------- conversion
 
 
-def test_every_released_key_is_mapped_and_every_model_key_filled(fx) -> None:
-    model = build_model(official_config(fx["config"]["model_config"]))
+def test_every_released_key_is_mapped_and_every_model_key_filled(fx, model) -> None:
     sd, report = convert_official_state_dict(fx["weights"], model)
     assert report.ok, report.format()
     assert len(fx["weights"]) == 446 and len(report.mapped) + len(report.checked) == 446
@@ -309,8 +315,7 @@ def test_backbone_mapping_agrees_with_the_swin_weight_loader(fx) -> None:
         assert torch.equal(converted, loader[target[len("backbone."):]]), name
 
 
-def test_conversion_reports_unmapped_unfilled_and_mismatched_keys(fx) -> None:
-    model = build_model(official_config(fx["config"]["model_config"]))
+def test_conversion_reports_unmapped_unfilled_and_mismatched_keys(fx, model) -> None:
     broken = dict(fx["weights"])
     broken["some_new_head.weight"] = torch.zeros(3)
     del broken["query_embedding.weight"]
@@ -396,12 +401,12 @@ def test_loss_terms_match_released(fx, trained, phase) -> None:
 
 @pytest.mark.parametrize("phase", [1, 2])
 def test_gradients_match_released(fx, trained, phase) -> None:
-    for name, rel, norm_rel, n_ref, kind in grad_rows(fx, trained[phase], phase):
-        if kind is None:
-            assert rel and norm_rel, f"phase {phase} {name}: gradient on one side only (released None: {rel})"
-        elif kind == "norm":
-            assert norm_rel <= TOL_TINY_GRAD_NORM, f"phase {phase} {name} (|g| {n_ref:.2g}): norm rel {norm_rel:.2g}"
-        else:
+    for name, kind, rel, norm_rel, n_ref in grad_rows(fx, trained[phase], phase):
+        assert kind in ("none", "norm", "elementwise"), f"phase {phase} {name}: {kind}"
+        if kind == "norm":
+            assert norm_rel <= TOL_TINY_GRAD_NORM and rel <= TOL_TINY_GRAD, \
+                f"phase {phase} {name} (|g| {n_ref:.2g}): norm rel {norm_rel:.2g}, rel {rel:.2g}"
+        elif kind == "elementwise":
             assert rel <= TOL_GRAD, f"phase {phase} {name}: rel {rel:.2g}"
 
 
@@ -437,18 +442,26 @@ def test_read_official_checkpoint_without_mmengine(fx, tmp_path) -> None:
     assert list(read_official_checkpoint(tmp_path / "bare.pth")[0]) == list(small)
 
 
-def test_convert_official_cli_writes_a_loadable_checkpoint(fx, model, tmp_path, capsys) -> None:
+def test_convert_official_cli_writes_a_loadable_checkpoint(fx, model, tmp_path, capsys, monkeypatch) -> None:
+    import sdconet.models.build
     from sdconet.checkpoint import load_checkpoint
     from sdconet.cli import main
     from sdconet.models.config import from_dict
 
+    expected_cfg = official_config(fx["config"]["model_config"])
+
+    def reuse_model(cfg):  # the conversion only reads the model: skip building another 40.9 M parameters
+        assert cfg == expected_cfg
+        return model
+
+    monkeypatch.setattr(sdconet.models.build, "build_model", reuse_model)
     src, out = tmp_path / "released.pth", tmp_path / "run" / "converted.pt"
     _save_mmengine_like(src, fx["weights"])
     assert main(["convert-official", str(src), str(out), "--config", str(FIXTURE / "config.json")]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["report"]["ok"] and res["report"]["unmapped"] == {} and res["report"]["unfilled"] == []
     side = json.loads(out.with_suffix(".json").read_text())
-    assert from_dict(side["model"]) == official_config(fx["config"]["model_config"])
+    assert from_dict(side["model"]) == expected_cfg
     expected = {k: v.clone() for k, v in model.state_dict().items()}
     state = load_checkpoint(out, model, restore_rng=False)  # strict: every key present, none extra
     assert state["epoch"] == 11  # released meta epoch 12 = 12 completed epochs
@@ -461,10 +474,6 @@ def test_convert_official_cli_writes_a_loadable_checkpoint(fx, model, tmp_path, 
     assert main(["convert-official", str(src), str(bad), "--config", str(FIXTURE / "config.json")]) == 2
     assert "extra_branch.weight" in capsys.readouterr().err
     assert not bad.exists()
-    assert main(["convert-official", str(src), str(bad), "--config", str(FIXTURE / "config.json"),
-                 "--allow-unmapped"]) == 0
-    assert "not converted: extra_branch.weight" in capsys.readouterr().err
-    assert bad.is_file()
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -483,13 +492,14 @@ def _markdown(fx: dict[str, Any], predicted: dict[str, Any], trained: dict[int, 
         left = f"{a[1]:.6f} | {a[2]:.6f} | {a[3]:.1e}" if a else "absent | absent | -"
         b = r2[name]
         lines.append(f"| {name} | {left} | {b[1]:.6f} | {b[2]:.6f} | {b[3]:.1e} |")
-    lines += ["", "| gradient (released name) | phase 1: rel / norm rel / \\|g\\| | phase 2: rel / norm rel / \\|g\\| |",
-              "|---|---|---|"]
+    lines += ["", "| gradient (released name) | phase 1: rel / norm rel / \\|g\\| "
+              "| phase 2: rel / norm rel / \\|g\\| |", "|---|---|---|"]
     g1 = {r[0]: r for r in grad_rows(fx, trained[1], 1)}
     g2 = {r[0]: r for r in grad_rows(fx, trained[2], 2)}
 
     def cell(r: tuple[Any, ...]) -> str:
-        return "none on both sides" if r[4] is None else f"{r[1]:.1e} / {r[2]:.0e} / {r[3]:.3g}"
+        return f"{r[2]:.1e} / {r[3]:.0e} / {r[4]:.3g}" if r[2] is not None else (
+            "none on both sides" if r[1] == "none" else r[1])
     for name in g2:
         lines.append(f"| {name} | {cell(g1[name])} | {cell(g2[name])} |")
     return "\n".join(lines)

@@ -2,7 +2,7 @@
 
 The synthetic demo scenes are rewritten as a plain COCO instances json with three classes of their own
 (ids listed out of order), then ``snakemake all`` runs SDCoNet and one serial baseline on them with tiny
-budgets (about 2.5 min on 2 CPU cores).
+budgets (about 70 s on 2 busy CPU cores).
 """
 from __future__ import annotations
 
@@ -52,9 +52,6 @@ def write_user_coco(dest: Path, n_images: int = 4, size: int = 256, seed: int = 
 def coco_run(repo_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("coco_wf")
     write_user_coco(work / "userdata")
-    base = yaml.safe_load((repo_root / "config" / "baselines" / "demo.yaml").read_text())
-    base["yolo"]["epochs"] = 1
-    (work / "baselines.yaml").write_text(yaml.safe_dump(base))
     cfg = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())  # the demo config, with:
     cfg.update({
         "results_dir": "results",
@@ -65,10 +62,10 @@ def coco_run(repo_root, tmp_path_factory):
         "main_degradation": None,
         "methods": METHODS,
         "seeds": [0],
-        "baselines": {"config": str(work / "baselines.yaml")},
         "sweep": {"degradations": [], "methods": []},
     })
     cfg["sdconet"]["set"] = {"train.epochs": 1, "train.unfreeze_epoch": 0, "train.eval_every": 1}
+    cfg["baselines"]["set"] = {"yolo.epochs": 1}
     cfg["efficiency"].update({"hr_size": 128, "warmup": 0, "runs": 1, "batch_size": 1})
     cfg["report"]["bootstrap"] = 0
     (work / "user.yaml").write_text(yaml.safe_dump(cfg))

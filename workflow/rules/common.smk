@@ -92,7 +92,9 @@ wildcard_constraints:
 # Every run's settings are resolved by the packages' spec builders (benchcore.runspec, sdconet.spec,
 # baselines.spec) and written to run_spec.json by the local rules in runspec.smk; the training and evaluation
 # rules hand that file to one library entry point. Nothing below re-defaults a setting.
-from benchcore.runspec import RunSpecError, degradation_of  # noqa: E402
+import json  # noqa: E402
+
+from benchcore.runspec import degradation_of, write_spec  # noqa: E402
 from baselines.spec import build_serial_spec, build_sr_spec  # noqa: E402
 from sdconet.spec import build_spec as build_sdconet_spec, lr_on_the_fly  # noqa: E402
 
@@ -146,6 +148,12 @@ def _check_specs():
 from snakemake.exceptions import WorkflowError  # noqa: E402
 
 _check_specs()
+
+
+def partition_classes(partition_json):
+    """Category names of a partition json, in id order (the run's classes)."""
+    cats = json.loads(Path(partition_json).read_text(encoding="utf-8")).get("categories") or []
+    return [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
 
 
 def spec_path(wc):

@@ -1,16 +1,6 @@
 # Run specifications (docs/run_spec.md): one run_spec.json per run, resolved by the packages' spec builders from
 # the validated config and written before the run's first job. Local rules: cheap, and they read nothing remote.
 # A changed setting changes the rule's params, so Snakemake rewrites the spec and reruns what depends on it.
-import json
-
-from benchcore.runspec import write_spec
-
-
-def _classes(partition_train_json):
-    cats = json.loads(Path(partition_train_json).read_text(encoding="utf-8")).get("categories") or []
-    return [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
-
-
 localrules:
     run_spec,
     sr_run_spec,
@@ -27,7 +17,7 @@ rule run_spec:
     log:
         "logs/runspec/{dataset}/{degradation}/{method}/seed{seed}.log",
     run:
-        names = _classes(input.train)
+        names = partition_classes(input.train)
         write_spec(output[0], method_spec(wildcards.dataset, wildcards.degradation, wildcards.method, wildcards.seed,
                                           num_classes=len(names), class_names=names))
 
