@@ -21,9 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 log = logging.getLogger("baselines")
 
@@ -95,15 +94,14 @@ def _common(p: argparse.ArgumentParser, section: str) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m baselines``."""
-    from baselines.pipeline import DETECTORS, SR_INTERP, SR_LEARNED  # noqa: PLC0415  (no torch import)
+    from baselines.pipeline import DETECTORS, SR_INTERP, learned_sr_models  # noqa: PLC0415
 
-    p = argparse.ArgumentParser(prog="python -m baselines", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
+    from benchcore.cli import command_parser  # noqa: PLC0415
+
+    p, sub = command_parser("python -m baselines", __doc__)
 
     t = sub.add_parser("sr-train", help="train an SR network on BasicSR paired folders")
-    t.add_argument("--model", required=True, choices=SR_LEARNED)
+    t.add_argument("--model", required=True, choices=learned_sr_models())
     t.add_argument("--pairs", required=True, type=Path, help="export-basicsr folder (<part>/HR, <part>/LR)")
     t.add_argument("--out", required=True, type=Path)
     t.add_argument("--scale", type=int, help="SR factor (default: the scale in PAIRS/manifest.json)")
@@ -151,17 +149,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command; print a JSON summary (exit 0) or ``error: ...`` (exit 2)."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
+    from benchcore.cli import run_command  # noqa: PLC0415
     from data_prep.errors import DataError  # noqa: PLC0415
 
-    func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
-    try:
-        result = func(args)
-    except (DataError, FileNotFoundError, KeyError, ValueError, FloatingPointError) as exc:
-        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=1, default=str)[:4000])
-    return 0
+    args = build_parser().parse_args(argv)
+    return run_command(args, args.func, (DataError, FileNotFoundError, KeyError, ValueError, FloatingPointError),
+                       limit=4000)

@@ -74,7 +74,9 @@ class SRTrainConfig(_Config):
     preset: str = "paper"
     iters: int = 100_000
     batch_size: int = 16
-    patch_size: int = 96
+    #: LR patch side; the HR patch is ``lr_patch_size * scale``. BasicSR's recipes keep the LR patch across scales
+    #: (EDSR gt_size 96 / 144 / 192 at x2 / x3 / x4, i.e. LR 48), so one value serves every degradation.
+    lr_patch_size: int = 48
     lr: float = 2e-4
     seed: int = 0
     checkpoint_every: int = 5000
@@ -85,12 +87,18 @@ class SRTrainConfig(_Config):
     device: str = "cpu"
 
     def validate(self, source: str = "config") -> None:  # noqa: D102
-        _choice(source, self, "model_name", ("edsr", "rrdb", "swinir"))
+        from baselines.sr_models import sr_model_names  # noqa: PLC0415  (the registry; imports torch)
+
+        _choice(source, self, "model_name", sr_model_names())
         _choice(source, self, "preset", ("paper", "tiny"))
         _choice(source, self, "scale", (None, 1, 2, 3, 4, 8))  # None: not set yet (the run sets it)
-        _positive(source, self, "iters", "batch_size", "patch_size", "lr", "checkpoint_every", "log_every")
-        if self.scale and self.patch_size % self.scale:
-            raise ConfigError(f"{source}: patch_size {self.patch_size} must be divisible by scale {self.scale}")
+        _positive(source, self, "iters", "batch_size", "lr_patch_size", "lr", "checkpoint_every", "log_every")
+
+    def to_kwargs(self) -> dict[str, Any]:
+        """Arguments of ``train_sr`` (its ``patch_size`` is the HR side: ``lr_patch_size * scale``)."""
+        d = self.to_dict()
+        d["patch_size"] = d.pop("lr_patch_size") * require_scale(self, "sr config")
+        return d
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,9 @@ class SRInferConfig(_Config):
     tile_pad: int = 16
 
     def validate(self, source: str = "config") -> None:  # noqa: D102
-        _choice(source, self, "method", ("edsr", "rrdb", "swinir", "bicubic", "nearest"))
+        from baselines.sr_models import sr_model_names  # noqa: PLC0415
+
+        _choice(source, self, "method", (*sr_model_names(), "bicubic", "nearest"))
         _positive(source, self, "scale", "tile")
 
     def to_kwargs(self) -> dict[str, Any]:

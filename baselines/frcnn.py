@@ -108,7 +108,10 @@ class CocoTileDataset(Dataset):
         anns = self.anns[rec["id"]]
         boxes = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
-        boxes *= np.array([w / rec["width"], h / rec["height"]] * 2)
+        # the image covers the json tile's top-left k * (w, h) pixels: k = 1 for HR and SR tiles (an SR tile of a
+        # scale the tile does not divide is the mod-crop, a few pixels short), the scale for an LR copy
+        k = max(1, int(rec["width"]) // w)
+        boxes = np.clip(boxes / k, 0, [w, h, w, h])
         labels = np.array([self.cat_to_label[a["category_id"]] for a in anns], dtype=np.int64)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         boxes, labels = boxes[keep], labels[keep]

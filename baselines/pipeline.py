@@ -26,11 +26,21 @@ from benchcore import config as _cfg
 
 DETECTORS = ("yolov8n", "yolov8s", "frcnn")
 YOLO_MODELS = {"yolov8n": "yolov8n.yaml", "yolov8s": "yolov8s.yaml"}
-SR_LEARNED = ("edsr", "rrdb", "swinir")
+
+
+def learned_sr_models() -> tuple[str, ...]:
+    """The registered learned SR models (:data:`baselines.sr_models.SR_REGISTRY`; imports torch)."""
+    from baselines.sr_models import sr_model_names  # noqa: PLC0415
+
+    return sr_model_names()
+
+
 SR_INTERP = ("bicubic", "nearest")
-SECTIONS: dict[str, type[_Config]] = {"sr": SRTrainConfig, "sr_edsr": SRTrainConfig, "sr_rrdb": SRTrainConfig,
-                                      "sr_swinir": SRTrainConfig, "sr_infer": SRInferConfig, "yolo": YoloConfig,
-                                      "frcnn": FrcnnConfig}
+def config_sections() -> dict[str, type[_Config]]:
+    """The sections of a baselines config: ``sr`` + one ``sr_<model>`` per registered SR model, ``sr_infer``,
+    ``yolo``, ``frcnn``."""
+    return {"sr": SRTrainConfig, **{f"sr_{m}": SRTrainConfig for m in learned_sr_models()},
+            "sr_infer": SRInferConfig, "yolo": YoloConfig, "frcnn": FrcnnConfig}
 ConfigLike = Mapping[str, Any] | _Config | None
 
 
@@ -65,12 +75,13 @@ def read_config(path: str | os.PathLike | None = None, sets: Mapping[str, Mappin
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path}: cannot read the config ({exc})") from None
         if not isinstance(raw, Mapping):
-            raise ConfigError(f"{path}: a baselines config is a mapping of sections {sorted(SECTIONS)}")
+            raise ConfigError(f"{path}: a baselines config is a mapping of sections {sorted(config_sections())}")
+    sections = config_sections()
     merged: dict[str, dict[str, Any]] = {}
     for origin, doc in ((str(path), raw), ("--set", sets or {})):
         for section, values in doc.items():
-            if section not in SECTIONS:
-                raise ConfigError(_cfg.unknown_key_message(origin, str(section), SECTIONS, kind="section"))
+            if section not in sections:
+                raise ConfigError(_cfg.unknown_key_message(origin, str(section), sections, kind="section"))
             if values is not None and not isinstance(values, Mapping):
                 raise ConfigError(f"{origin}: section {section!r} must be a mapping, got {values!r}")
             merged[section] = _cfg.merge(merged.get(section, {}), values or {})
@@ -79,7 +90,7 @@ def read_config(path: str | os.PathLike | None = None, sets: Mapping[str, Mappin
         merged[name].update({k: v for k, v in sets.get("sr", {}).items() if k not in sets.get(name, {})})
     for section, values in merged.items():
         base = merged.get("sr", {}) if section.startswith("sr_") and section != "sr_infer" else {}
-        SECTIONS[section].from_dict({**base, **values}, source=f"{source} [{section}]")
+        sections[section].from_dict({**base, **values}, source=f"{source} [{section}]")
     return merged
 
 
@@ -155,8 +166,8 @@ def sr_train_step(model_name: str, pairs_dir: str | os.PathLike, out_dir: str | 
     """Train ``model_name`` on ``pairs_dir/<part>/{HR,LR}`` (BasicSR export) into ``out_dir`` (``model.pth``)."""
     from baselines.sr_train import train_sr  # noqa: PLC0415
 
-    if model_name not in SR_LEARNED:
-        raise ValueError(f"unknown SR model {model_name!r}; expected one of {SR_LEARNED}")
+    if model_name not in learned_sr_models():
+        raise ValueError(f"unknown SR model {model_name!r}; expected one of {learned_sr_models()}")
     conf = SRTrainConfig.from_dict({**_explicit(cfg, SRTrainConfig), "model_name": model_name}, source="sr config")
     require_scale(conf, "sr config")
     kw = conf.to_kwargs()

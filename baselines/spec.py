@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from baselines.config import ConfigError, FrcnnConfig, SRInferConfig, SRTrainConfig, YoloConfig
-from baselines.pipeline import (SR_INTERP, SR_LEARNED, YOLO_MODELS, det_eval_step, det_train_step, read_config,
+from baselines.pipeline import (SR_INTERP, YOLO_MODELS, det_eval_step, det_train_step, read_config,
                                 section, sr_step, sr_train_step)
 from benchcore import config as _cfg
 from benchcore.runspec import data_paths, make_spec, run_dir, sr_run_dir
@@ -27,7 +27,7 @@ OWNED = {"scale": "the run's degradation (degradations.<id>.scale)",
          "seed": "the run's seed (seeds: in the workflow config)"}
 
 
-class SpecError(ValueError):
+class SpecError(_cfg.ConfigError):
     """A setting that cannot be resolved (the message names the source and the key)."""
 
 
@@ -58,33 +58,45 @@ def _check_not_owned(doc: Mapping[str, Mapping[str, Any]], source: str) -> None:
 def resolve_sections(config_file: str | Path, sets: Sequence[str] | Mapping[str, Any] | None = None,
                      row_sets: Sequence[str] | None = None, row_id: str | None = None) -> dict[str, dict[str, Any]]:
     """The validated sections of the baselines config with the workflow's and the row's overrides merged in."""
-    import yaml  # noqa: PLC0415
-
     path = Path(config_file)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise SpecError(f"{path}: cannot read the baselines config ({exc})") from None
+    raw = _cfg.read_yaml(path, "baselines config", error=SpecError)
     if isinstance(raw, Mapping):
         _check_not_owned(raw, str(path))
     user = _sections(sets, "baselines.set")
     _check_not_owned(user, "baselines.set")
     row = _sections(row_sets, f"experiments row {row_id!r}, column 'set'")
     _check_not_owned(row, f"experiments row {row_id!r}, column 'set'")
+    # layer by layer, so that an error names where the bad key is: the file, the workflow's overrides, the row
+    read_config(path)
+    if user:
+        _relabel(lambda: read_config(path, user), str(path), "baselines.set")
     overrides = {s: _cfg.merge(user.get(s, {}), row.get(s, {})) for s in {*user, *row}}
-    return read_config(path, overrides or None)
+    return _relabel(lambda: read_config(path, overrides or None), str(path), f"experiments row {row_id!r}, column 'set'")
+
+
+def _relabel(fn: Any, path: str, source: str) -> Any:
+    """``fn()``, with a config error's "<file> + --set" origin renamed to ``source`` (where the overrides came from)."""
+    try:
+        return fn()
+    except ConfigError as exc:
+        raise SpecError(str(exc).replace(f"{path} + --set", source).replace("--set", source)) from None
 
 
 def sr_settings(sections: Mapping[str, Mapping[str, Any]], sr_model: str, scale: int, seed: int) -> dict[str, Any]:
     """``{"sr": SRTrainConfig dict | None, "sr_infer": SRInferConfig dict}`` of one SR stage (learned or interp)."""
     infer = SRInferConfig.from_dict({**section(sections, "sr_infer"), "method": sr_model, "scale": scale},
                                     source="sr_infer")
+    from baselines.sr_models import SR_REGISTRY  # noqa: PLC0415
+
     train = None
-    if sr_model in SR_LEARNED:
+    if sr_model in SR_REGISTRY:
+        if scale not in SR_REGISTRY[sr_model].scales:
+            raise SpecError(f"SR model {sr_model!r} supports scale {SR_REGISTRY[sr_model].scales}, not the "
+                            f"degradation's {scale}: leave its rows out of that degradation (sweep / methods)")
         train = SRTrainConfig.from_dict({**section(sections, "sr", sr_model), "model_name": sr_model,
                                          "scale": scale, "seed": seed}, source=f"sr_{sr_model}").to_dict()
     elif sr_model not in SR_INTERP:
-        raise SpecError(f"unknown SR model {sr_model!r}; expected one of {SR_LEARNED + SR_INTERP}")
+        raise SpecError(f"unknown SR model {sr_model!r}; expected one of {(*SR_REGISTRY, *SR_INTERP)}")
     return {"sr": train, "sr_infer": infer.to_dict()}
 
 
@@ -156,7 +168,7 @@ def super_resolve_from_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     """Every LR tile of ``paths.lr`` through the SR stage into ``paths.images`` (+ ``sr_metrics.json``)."""
     s, p = spec["settings"], spec["paths"]
     m = spec["sr_model"]
-    ckpt = Path(p["model"]) / "model.pth" if m in SR_LEARNED else None
+    ckpt = Path(p["model"]) / "model.pth" if s["sr"] is not None else None
     device = s["sr"]["device"] if s["sr"] else "cpu"
     infer = {k: v for k, v in s["sr_infer"].items() if k not in ("method", "scale")}
     return sr_step(m, p["lr"], p["images"], hr_dir=p["hr_images"], checkpoint=ckpt, scale=s["sr_infer"]["scale"],

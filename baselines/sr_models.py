@@ -24,13 +24,13 @@ load unchanged (:func:`load_sr_weights`).
 from __future__ import annotations
 
 import os
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-SR_MODELS = ("edsr", "rrdb", "swinir")
 PRESETS = ("paper", "tiny")
 
 _EDSR = {"paper": dict(num_feat=64, num_block=16), "tiny": dict(num_feat=16, num_block=2)}
@@ -85,36 +85,82 @@ def _padded_classes() -> dict[str, type]:
     return {"edsr": edsr_cls, "rrdb": PaddedRRDBNet, "swinir": PaddedSwinIR}
 
 
+
+@dataclass(frozen=True)
+class SRModelEntry:
+    """One registered SR architecture: ``build(scale, preset) -> nn.Module`` (RGB [0, 1] in, ``scale`` x out),
+    the architecture arguments of each preset (recorded for provenance) and the scales it supports."""
+
+    build: Callable[[int, str], nn.Module]
+    presets: Mapping[str, Mapping[str, Any]]
+    scales: tuple[int, ...]
+
+
+#: Every learned SR model of the suite, by name (``sr_model`` of the experiments sheet, ``sr_<name>`` section of
+#: the baselines config, ``results/.../sr/<name>/``). Add one with :func:`register_sr_model` (docs/recipes.md).
+SR_REGISTRY: dict[str, SRModelEntry] = {}
+
+
+def register_sr_model(name: str, presets: Mapping[str, Mapping[str, Any]], scales: tuple[int, ...]
+                      ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering ``fn(scale, **preset_kwargs) -> nn.Module`` as the SR model ``name``.
+
+    ``presets`` must define ``paper`` and ``tiny`` (the CPU-test size). The module maps (N, 3, h, w) RGB in [0, 1]
+    to (N, 3, scale * h, scale * w) for any h, w (pad and crop inside if the architecture needs multiples).
+    """
+    if not name.isidentifier() or name != name.lower() or name in ("bicubic", "nearest", "none", "joint"):
+        raise ValueError(f"SR model name {name!r} must be a lower-case identifier and not a reserved word")
+    missing = [p for p in PRESETS if p not in presets]
+    if missing:
+        raise ValueError(f"SR model {name!r}: presets {missing} are missing")
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        SR_REGISTRY[name] = SRModelEntry(lambda scale, preset: fn(scale, **presets[preset]), presets, tuple(scales))
+        return fn
+
+    return deco
+
+
+def sr_model_names() -> tuple[str, ...]:
+    """Names of the registered learned SR models, in registration order."""
+    return tuple(SR_REGISTRY)
+
+
+@register_sr_model("edsr", _EDSR, scales=(2, 3, 4))
+def _build_edsr(scale: int, **kw: Any) -> nn.Module:
+    return _padded_classes()["edsr"](num_in_ch=3, num_out_ch=3, upscale=scale, res_scale=1, img_range=255.0,
+                                     rgb_mean=(0.4488, 0.4371, 0.4040), **kw)
+
+
+@register_sr_model("rrdb", _RRDB, scales=(1, 2, 4))  # x2 / x1 through BasicSR's pixel-unshuffle; no x3
+def _build_rrdb(scale: int, **kw: Any) -> nn.Module:
+    return _padded_classes()["rrdb"](num_in_ch=3, num_out_ch=3, scale=scale, **kw)
+
+
+@register_sr_model("swinir", _SWINIR, scales=(2, 3, 4, 8))
+def _build_swinir(scale: int, **kw: Any) -> nn.Module:
+    return _padded_classes()["swinir"](upscale=scale, in_chans=3, img_range=1.0, upsampler="pixelshuffle",
+                                       resi_connection="1conv", **kw)
+
+
 def build_sr_model(name: str, scale: int, preset: str = "paper") -> nn.Module:
-    """Build an SR network from BasicSR's archs; input/output RGB in [0, 1]."""
+    """Build a registered SR network; input/output RGB in [0, 1]."""
     name = name.lower()
-    if name not in SR_MODELS:
-        raise ValueError(f"unknown SR model {name!r}; expected one of {SR_MODELS}")
+    if name not in SR_REGISTRY:
+        raise ValueError(f"unknown SR model {name!r}; expected one of {sr_model_names()}")
     if preset not in PRESETS:
         raise ValueError(f"unknown SR preset {preset!r}; expected one of {PRESETS}")
-    scale = int(scale)
-    classes = _padded_classes()
-    if name == "edsr":
-        if scale not in (2, 3, 4):
-            raise ValueError(f"EDSR supports scale 2, 3 or 4, got {scale}")
-        model = classes["edsr"](num_in_ch=3, num_out_ch=3, upscale=scale, res_scale=1, img_range=255.0,
-                                rgb_mean=(0.4488, 0.4371, 0.4040), **_EDSR[preset])
-    elif name == "rrdb":
-        if scale not in (1, 2, 4):
-            raise ValueError(f"BasicSR RRDBNet supports scale 1, 2 or 4 (x2/x1 via pixel-unshuffle), got {scale}")
-        model = classes["rrdb"](num_in_ch=3, num_out_ch=3, scale=scale, **_RRDB[preset])
-    else:
-        if scale not in (2, 3, 4, 8):
-            raise ValueError(f"SwinIR (pixelshuffle) supports scale 2, 3, 4 or 8, got {scale}")
-        model = classes["swinir"](upscale=scale, in_chans=3, img_range=1.0, upsampler="pixelshuffle",
-                                  resi_connection="1conv", **_SWINIR[preset])
+    entry, scale = SR_REGISTRY[name], int(scale)
+    if scale not in entry.scales:
+        raise ValueError(f"SR model {name!r} supports scale {', '.join(map(str, entry.scales))}, got {scale}")
+    model = entry.build(scale, preset)
     model.sdconet_spec = {"name": name, "scale": scale, "preset": preset}  # type: ignore[assignment]
     return model
 
 
 def sr_model_spec(name: str, scale: int, preset: str) -> dict[str, Any]:
     """The constructor arguments of a preset (recorded in checkpoints and metrics for provenance)."""
-    table = {"edsr": _EDSR, "rrdb": _RRDB, "swinir": _SWINIR}[name.lower()]
+    table = SR_REGISTRY[name.lower()].presets
     return {"name": name.lower(), "scale": int(scale), "preset": preset,
             "arch_kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in table[preset].items()}}
 

@@ -407,3 +407,11 @@ def _expect(kw: str, want: Any) -> str | None:
     if kw in _EXPECT:
         return _EXPECT[kw].format(_json(want) if kw == "const" else want)
     return None
+
+
+def read_yaml(path: str | Path, what: str = "config", *, error: type[ConfigError] = ConfigError) -> Any:
+    """The parsed YAML file at ``path`` (``{}`` for an empty one); one-line ``error`` naming the file otherwise."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise error(f"{path}: cannot read the {what} ({exc})") from None

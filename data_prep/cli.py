@@ -6,11 +6,9 @@ inside the handlers so ``--help`` is instant.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from data_prep.errors import DataError
 
@@ -105,9 +103,9 @@ def _cmd_demo(a: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
+    from benchcore.cli import command_parser  # noqa: PLC0415
+
+    p, sub = command_parser("python -m data_prep", __doc__)
 
     f = sub.add_parser("fetch", help="place a raw dataset under DEST and verify it")
     f.add_argument("--dataset", required=True, choices=["nwpu", "dota", "hrrsd"])
@@ -194,15 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sub-command; print its summary as JSON (exit 0) or ``error: ...`` (exit 2)."""
+    from benchcore.cli import run_command  # noqa: PLC0415
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    func: Callable[[argparse.Namespace], dict] = args.func
-    try:
-        result = func(args)
-    except (DataError, FileNotFoundError, KeyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    summary = result.get("summary", result) if isinstance(result, dict) else result
-    print(json.dumps(summary, indent=1, default=str)[:4000])
-    return 0
+    return run_command(args, args.func, (DataError, FileNotFoundError, KeyError, ValueError),
+                       show=lambda r: r.get("summary", r) if isinstance(r, dict) else r, limit=4000)

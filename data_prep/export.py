@@ -119,11 +119,15 @@ def yolo_label_lines(anns: list[dict[str, Any]], json_size: tuple[int, int], img
 
 
 def _scale_of(json_path: Path, name: str, json_size: tuple[int, int], img_size: tuple[int, int]) -> None:
-    """Check that the exported image is the json image or an integer-downscaled copy of it."""
-    kx, ky = json_size[0] // img_size[0], json_size[1] // img_size[1]
-    if kx < 1 or kx != ky or json_size[0] // kx != img_size[0] or json_size[1] // ky != img_size[1]:
+    """Check that the exported image covers the json image's top-left ``k * size`` pixels for one integer ``k``:
+    the image itself (k = 1), an LR copy (``json // k``), or an SR output of a scale the tile size is not a
+    multiple of (``s * (json // s)``, the mod-crop: fewer than 8 pixels short)."""
+    kx, ky = json_size[0] // max(img_size[0], 1), json_size[1] // max(img_size[1], 1)
+    ok = kx >= 1 and kx == ky and all(0 <= j - i * kx < max(kx, 8) for j, i in zip(json_size, img_size))
+    if not ok:
         raise DataError(f"{json_path}: image {name} is {img_size[0]}x{img_size[1]} but the json says "
-                        f"{json_size[0]}x{json_size[1]}; expected the same size or an integer downscale")
+                        f"{json_size[0]}x{json_size[1]}; expected the same size, an integer downscale or its "
+                        f"mod-crop")
 
 
 def export_yolo(parts: dict[str, Path], image_dir: Path, out_dir: Path, link: str = "hardlink") -> Path:
@@ -192,7 +196,7 @@ def export_basicsr_pairs(parts: dict[str, Path], hr_dir: Path, lr_dir: Path, out
     """Export ``out/<part>/HR/<name>.png`` and ``out/<part>/LR/<name>.png`` for BasicSR paired datasets.
 
     Every HR tile named by a part json must have an LR partner of the same name whose size is the HR
-    size divided by one integer scale, the same for all pairs. Writes and returns
+    size // one integer scale (mod-crop: x3 of a 256 px tile is 85 px), the same for all pairs. Writes and returns
     ``out/manifest.json`` (scale, counts, provenance).
     """
     _check_link(link)
@@ -217,9 +221,9 @@ def export_basicsr_pairs(parts: dict[str, Path], hr_dir: Path, lr_dir: Path, out
                     raise MissingFileError(f"{jpath}: HR tile {name} has no LR partner {lr}")
                 (hw, hh), (lw, lh) = _image_size(hr), _image_size(lr)
                 k = hw // lw if lw else 0
-                if k < 1 or hw != k * lw or hh != k * lh:
-                    raise DataError(f"{name}: HR size {hw}x{hh} is not an exact integer multiple of "
-                                    f"LR size {lw}x{lh} ({hr} vs {lr})")
+                if k < 1 or hw // k != lw or hh // k != lh:  # LR = HR // k (a mod-cropped HR when k does not divide it)
+                    raise DataError(f"{name}: LR size {lw}x{lh} is not the HR size {hw}x{hh} divided by one "
+                                    f"integer scale ({hr} vs {lr})")
                 if scale is not None and k != scale:
                     raise DataError(f"{name}: HR/LR scale {k} ({hw}x{hh} vs {lw}x{lh}) differs from the "
                                     f"scale {scale} of the other pairs")

@@ -22,7 +22,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -187,10 +186,9 @@ def cmd_convert_official(a: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m sdconet``."""
-    p = argparse.ArgumentParser(prog="python -m sdconet", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = p.add_subparsers(dest="command", required=True)
+    from benchcore.cli import command_parser  # noqa: PLC0415
+
+    p, sub = command_parser("python -m sdconet", __doc__)
     t = sub.add_parser("train", help="train SDCoNet (or an ablation): from a run spec, or from a config + data folder")
     t.add_argument("--spec", default=None, help="run_spec.json (what the workflow writes); nothing else is needed")
     t.add_argument("--config", default=None, help="model + train config YAML (config/sdconet/paper.yaml)")
@@ -231,15 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run a sub-command; print its JSON result on stdout. Returns the exit status (2 for a usage error)."""
+    from benchcore.cli import run_command  # noqa: PLC0415
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"train": cmd_train, "evaluate": cmd_evaluate, "summary": cmd_summary,
                 "convert-official": cmd_convert_official}
-    try:
-        result = handlers[args.command](args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(strict_json(result), indent=1, default=str, allow_nan=False))
-    return 0
+    return run_command(args, handlers[args.command], (UsageError,), show=strict_json,
+                       log_format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -60,12 +60,14 @@ class TileDataset(Dataset):
         hflip_p: flip probability in training.
         lr_dir: optional folder of offline LR tiles (same basenames, ``docs/formats.md`` 4); the LR tile becomes
             the input and the HR tile the ``hr`` target.
-        scale: HR / LR size ratio (checked against the LR files).
+        scale: HR / LR size ratio (the run's ``lr.scale``; checked against the LR files). Required with
+            ``lr_dir``; also the default SR border crop of :func:`sdconet.evaluate.evaluate`.
         seed: flip seed (the engine replaces it with the run seed through :meth:`set_epoch`).
     """
 
     def __init__(self, coco_json: str | Path | Mapping[str, Any], image_dir: str | Path, train: bool,
-                 hflip_p: float = 0.5, lr_dir: str | Path | None = None, scale: int = 2, seed: int = 0) -> None:
+                 hflip_p: float = 0.5, lr_dir: str | Path | None = None, scale: int | None = None,
+                 seed: int = 0) -> None:
         if isinstance(coco_json, (str, Path)):
             self.source = str(coco_json)
             self.coco: dict[str, Any] = json.loads(Path(coco_json).read_text())
@@ -78,7 +80,10 @@ class TileDataset(Dataset):
         self.num_classes = len(cat_ids)
         self.image_dir = Path(image_dir)
         self.lr_dir = Path(lr_dir) if lr_dir is not None else None
-        self.train, self.hflip_p, self.scale, self.seed, self.epoch = train, float(hflip_p), int(scale), seed, 0
+        if lr_dir is not None and scale is None:
+            raise ValueError(f"{self.source}: an offline LR folder needs the run's scale")
+        self.scale = None if scale is None else int(scale)
+        self.train, self.hflip_p, self.seed, self.epoch = train, float(hflip_p), seed, 0
         self.images: list[dict[str, Any]] = list(self.coco.get("images", []))
         self.image_ids = [int(im["id"]) for im in self.images]
         anns: dict[int, list[dict[str, Any]]] = {i: [] for i in self.image_ids}

@@ -52,9 +52,11 @@ def outputs_to_coco(outputs: list[Mapping[str, Tensor]], image_ids: list[int]) -
 
 
 def _sr_rows(sr: Tensor, ref: Tensor, crop_border: int, test_y_channel: bool) -> list[tuple[float, float]]:
-    """Per-image (PSNR, SSIM) of a batch; both cropped to their common top-left size first."""
-    h, w = min(sr.shape[-2], ref.shape[-2]), min(sr.shape[-1], ref.shape[-1])
-    a, b = _to_uint8(sr[..., :h, :w]), _to_uint8(ref[..., :h, :w])
+    """Per-image (PSNR, SSIM) of a batch. The SR output must have the reference's size (the HR tile, mod-cropped
+    to what the LR tile covers): a size mismatch is an error, never a silent crop or resize."""
+    if sr.shape[-2:] != ref.shape[-2:]:
+        raise ValueError(f"SR output {tuple(sr.shape[-2:])} differs from its HR reference {tuple(ref.shape[-2:])}")
+    a, b = _to_uint8(sr), _to_uint8(ref)
     return [(psnr(x, y, crop_border, test_y_channel), ssim(x, y, crop_border, test_y_channel))
             for x, y in zip(a, b)]
 
@@ -84,12 +86,15 @@ def evaluate(model: nn.Module, dataset: Any, coco_gt: dict | str | Path, device:
     """
     core = unwrap(model)
     device = torch.device(device)
-    border = int(getattr(dataset, "scale", 2)) if crop_border is None else int(crop_border)
+    border = crop_border if crop_border is not None else getattr(dataset, "scale", None)
+    if sr and border is None:
+        raise ValueError("evaluate(sr=True) needs crop_border, or a dataset built with the run's scale")
     loader = build_loader(dataset, batch_size, shuffle=False, seed=0, workers=workers, distributed=False)
     was_training = core.training
     core.eval()
     dets: list[dict[str, Any]] = []
     rows: list[tuple[float, float]] = []
+    sr_sizes: set[tuple[int, int]] = set()
     autocast = (torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda"
                 else contextlib.nullcontext())
     try:
@@ -101,7 +106,8 @@ def evaluate(model: nn.Module, dataset: Any, coco_gt: dict | str | Path, device:
                     if sr_img is None:
                         raise RuntimeError("evaluate(sr=True): the model returned no SR image (SR branch disabled?)")
                     ref = torch.stack([t["hr"] for t in targets]) if "hr" in targets[0] else images
-                    rows.extend(_sr_rows(sr_img.float().cpu(), ref, border, test_y_channel))
+                    sr_sizes.add(tuple(int(v) for v in sr_img.shape[-2:]))
+                    rows.extend(_sr_rows(sr_img.float().cpu(), ref, int(border), test_y_channel))
                 else:
                     outputs = core(x, None)
                 dets.extend(outputs_to_coco(outputs, [int(t["image_id"]) for t in targets]))
@@ -111,7 +117,8 @@ def evaluate(model: nn.Module, dataset: Any, coco_gt: dict | str | Path, device:
     sr_res = None
     if sr:
         sr_res = {"psnr": float(np.mean([r[0] for r in rows])), "ssim": float(np.mean([r[1] for r in rows])),
-                  "n": len(rows), "crop_border": border, "test_y_channel": test_y_channel}
+                  "n": len(rows), "crop_border": int(border), "test_y_channel": test_y_channel,
+                  "sr_sizes": sorted([list(v) for v in sr_sizes])}
     return {"detection": detection, "sr": sr_res, "detections": dets}
 
 

@@ -6,7 +6,7 @@ Columns used (the sheet is validated by :func:`benchcore.experiments.load_experi
 ``saliency``           yes/no -> ``model.use_saliency``
 ``shared_encoder``     yes/no -> ``model.shared_encoder`` (no = :class:`~sdconet.models.serial.SerialSDCoNet`)
 ``sr_branch``          yes/no -> ``model.use_sr``
-``routing``            ``model.routing`` and ``train.routing`` (none | schedule | projection)
+``routing``            ``train.routing`` (none | schedule | projection)
 ``level_filter_ratio`` ``model.level_filter_ratio`` (comma-separated, one per feature level)
 ``layer_filter_ratio`` ``model.layer_filter_ratio`` (one per encoder layer; see :func:`fit_layer_ratios`)
 ``alpha``              fixed/learnable -> ``model.saliency.alpha_mode``
@@ -106,7 +106,6 @@ def method_overrides(method: str | Mapping[str, Any], path: str | Path = SHEET,
         "model.use_saliency": yes[row["saliency"]],
         "model.shared_encoder": yes[row["shared_encoder"]],
         "model.use_sr": yes[row["sr_branch"]],
-        "model.routing": row["routing"],
         "train.routing": row["routing"],
         "model.level_filter_ratio": _ratios(row["level_filter_ratio"]),
         "model.layer_filter_ratio": layer,

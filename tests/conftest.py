@@ -38,3 +38,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(prev)
+
+
+@pytest.fixture(scope="session")
+def run_workflow():
+    """``run_workflow(work, config, target="all", timeout=900)``: write ``config`` (a dict) to ``work/user.yaml`` and
+    run the repository's Snakefile on it in ``work`` with 2 cores; fails the test with the log tail unless it
+    succeeds. Returns stdout + stderr."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    def run(work: Path, config: dict, target: str = "all", timeout: int = 900) -> str:
+        (work / "user.yaml").write_text(yaml.safe_dump(config))
+        r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--cores", "2",
+                            target, "--configfile", "user.yaml", "--directory", str(work)],
+                           cwd=work, capture_output=True, text=True, timeout=timeout)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+        return r.stdout + r.stderr
+
+    return run

@@ -52,7 +52,7 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture) -> tuple[int, dict | No
 @pytest.fixture(scope="module")
 def sr_run(data: Path) -> Path:
     """EDSR (tiny) trained for 4 iterations, then run over every LR tile (scored against HR)."""
-    sets = ["--set", "preset=tiny", "--set", "iters=4", "--set", "batch_size=2", "--set", "patch_size=32",
+    sets = ["--set", "preset=tiny", "--set", "iters=4", "--set", "batch_size=2", "--set", "lr_patch_size=16",
             "--set", "sr.checkpoint_every=2", "--set", "log_every=2"]
     assert main(["sr-train", "--model", "edsr", "--pairs", str(data / "pairs"), "--out", str(data / "edsr"),
                  *sets]) == 0
@@ -65,7 +65,7 @@ def test_sr_train_resume_and_infer(data: Path, sr_run: Path, capsys: pytest.Capt
     log = [json.loads(x) for x in (data / "edsr" / "log.jsonl").read_text().splitlines()]
     assert [r["iter"] for r in log] == [2, 4]
     rc, res, _ = _run(["sr-train", "--model", "edsr", "--pairs", str(data / "pairs"), "--out", str(data / "edsr"),
-                       "--set", "preset=tiny", "--set", "iters=6", "--set", "batch_size=2", "--set", "patch_size=32",
+                       "--set", "preset=tiny", "--set", "iters=6", "--set", "batch_size=2", "--set", "lr_patch_size=16",
                        "--set", "checkpoint_every=2", "--set", "log_every=2", "--resume"], capsys)
     assert rc == 0 and res["resumed_from"] == 4 and res["iterations"] == 6
     doc = json.loads((sr_run / "sr_metrics.json").read_text())
@@ -156,7 +156,7 @@ def test_shipped_configs_validate_and_merge_per_model_sr_sections() -> None:
     assert demo["sr"]["preset"] == "tiny" and demo["frcnn"]["preset"] == "tiny"
     paper = read_config(REPO / "config" / "baselines" / "paper.yaml")
     cfgs = {m: SRTrainConfig.from_dict({**section(paper, "sr", m), "model_name": m}) for m in ("edsr", "rrdb", "swinir")}
-    assert (cfgs["edsr"].lr, cfgs["rrdb"].patch_size, cfgs["swinir"].batch_size) == (1e-4, 128, 32)
+    assert (cfgs["edsr"].lr, cfgs["rrdb"].lr_patch_size, cfgs["swinir"].batch_size) == (1e-4, 64, 32)
     assert all(c.preset == "paper" and c.scale is None for c in cfgs.values())  # the run sets the scale
     over = read_config(REPO / "config" / "baselines" / "paper.yaml", {"sr": {"iters": 7}, "sr_rrdb": {"iters": 9}})
     assert (section(over, "sr", "edsr")["iters"], section(over, "sr", "rrdb")["iters"]) == (7, 9)

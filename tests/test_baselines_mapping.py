@@ -91,12 +91,12 @@ def test_yolo_class_map_is_cls_plus_one_and_checks_names() -> None:
 
 
 def test_configs_reject_unknown_keys() -> None:
-    cfg = SRTrainConfig.from_dict({"model_name": "swinir", "scale": 4, "patch_size": 192}, source="cfg.yaml")
-    assert cfg.to_kwargs()["model_name"] == "swinir"
+    cfg = SRTrainConfig.from_dict({"model_name": "swinir", "scale": 4, "lr_patch_size": 48}, source="cfg.yaml")
+    assert cfg.to_kwargs()["model_name"] == "swinir" and cfg.to_kwargs()["patch_size"] == 192
     with pytest.raises(ConfigError, match=r"cfg.yaml: unknown key 'iter' for SRTrainConfig"):
         SRTrainConfig.from_dict({"iter": 5}, source="cfg.yaml")
-    with pytest.raises(ConfigError, match="divisible by scale"):
-        SRTrainConfig.from_dict({"scale": 4, "patch_size": 90})
+    with pytest.raises(ConfigError, match="scale is not set"):
+        SRTrainConfig.from_dict({"lr_patch_size": 48}).to_kwargs()
     with pytest.raises(ConfigError, match="unknown key 'lr0'"):
         YoloConfig.from_dict({"lr0": 0.01})
     assert YoloConfig.from_dict({"overrides": {"lr0": 0.02}}).to_kwargs()["lr0"] == 0.02
@@ -116,9 +116,9 @@ def test_config_kwargs_bind_to_the_library_functions() -> None:
     from baselines.sr_train import train_sr
     from baselines.yolo import train_yolo
 
-    inspect.signature(train_sr).bind(pairs_dir="p", out_dir="o", **SRTrainConfig().to_kwargs())
+    inspect.signature(train_sr).bind(pairs_dir="p", out_dir="o", **SRTrainConfig(scale=2).to_kwargs())
     inspect.signature(train_frcnn).bind(coco_json="c", image_dir="i", out_dir="o", **FrcnnConfig().to_kwargs())
     inspect.signature(train_yolo).bind(data_yaml="d", out_dir="o", **YoloConfig().to_kwargs())
-    inspect.signature(infer_sr).bind(model="m", lr_dir="l", out_dir="o", **SRInferConfig().to_kwargs())
+    inspect.signature(infer_sr).bind(model="m", lr_dir="l", out_dir="o", **SRInferConfig(scale=2).to_kwargs())
     bicubic = SRInferConfig.from_dict({"method": "bicubic", "scale": 4}).to_kwargs()
     inspect.signature(upscale_folder).bind(lr_dir="l", out_dir="o", **bicubic)

@@ -105,7 +105,7 @@ def test_normalise_uint8_and_float01_agree() -> None:
 
 # ---------------------------------------------------------------------------------------------- encoder
 def test_encoder_shapes_and_feature_info_non_square(tiny_encoder: SwinEncoder) -> None:
-    lr = make_lr(torch.randn(2, 3, 96, 128))  # LR 48 x 64
+    lr = make_lr(torch.randn(2, 3, 96, 128), 2)  # LR 48 x 64
     with torch.no_grad():
         out = tiny_encoder(lr)
     assert len(out["res_x"]) == 5 and len(tiny_encoder.feature_info) == 5
@@ -273,7 +273,7 @@ def test_pretrained_errors_are_clear(tiny: SDCoNetConfig, tmp_path, monkeypatch)
 def test_neck_shapes_feature_info_and_sr_skip(tiny: SDCoNetConfig, tiny_encoder: SwinEncoder) -> None:
     neck = build_neck(tiny, tiny_encoder.map_channels, tiny_encoder.map_reductions).eval()
     with torch.no_grad():
-        maps = tiny_encoder(make_lr(torch.randn(2, 3, 96, 128)))["maps"]
+        maps = tiny_encoder(make_lr(torch.randn(2, 3, 96, 128), 2))["maps"]
         feats, res_4 = neck(maps)
         feats2, none = neck(maps, need_sr=False)
     assert [tuple(f.shape) for f in feats] == [(2, 32, 6, 8), (2, 32, 3, 4), (2, 32, 2, 2), (2, 32, 1, 1)]

@@ -68,7 +68,7 @@ def test_sr_non_square_lr_resized_to_hr(tiny: SDCoNetConfig, tiny_parts) -> None
     dec = build_sr_decoder(replace(tiny, sr_decoder=replace(tiny.sr_decoder, size_align="resize"))).eval()
     hr = torch.randn(2, 3, 96, 128)
     with torch.no_grad():
-        out = enc(make_lr(hr))
+        out = enc(make_lr(hr, 2))
         _, res_4 = neck(out["maps"])
         raw = dec(out["res_x"], res_4)
         sr = dec(out["res_x"], res_4, out_size=hr.shape[-2:])
@@ -82,7 +82,7 @@ def test_sr_crop_alignment_follows_the_skips(tiny_parts) -> None:
     assert dec.cfg.size_align == "crop"
     hr = torch.randn(2, 3, 96, 128)
     with torch.no_grad():
-        out = enc(make_lr(hr))
+        out = enc(make_lr(hr, 2))
         _, res_4 = neck(out["maps"])
         raw = dec(out["res_x"], res_4)
     assert raw.shape == (2, 3, 96, 128)
@@ -154,7 +154,7 @@ def test_gradient_flows_from_sr_output_to_encoder(tiny: SDCoNetConfig) -> None:
     torch.manual_seed(0)
     enc, neck, dec = build_encoder(tiny), build_neck(tiny), build_sr_decoder(tiny)
     hr = torch.randn(1, 3, 96, 128)
-    out = enc(make_lr(hr))
+    out = enc(make_lr(hr, 2))
     _, res_4 = neck(out["maps"])
     sr = dec(out["res_x"], res_4, out_size=hr.shape[-2:])
     torch.nn.functional.l1_loss(sr, hr).backward()

@@ -170,7 +170,7 @@ def test_dataset_reads_normalises_and_flips(tmp_path: Path) -> None:
     assert ftgt["flipped"] and torch.equal(fimg, img.flip(-1))
     assert torch.allclose(ftgt["boxes"], torch.tensor([[32 - (x + w), y, 32 - x, y + h]]))
     assert not TileDataset(js, tmp_path, train=True, hflip_p=0.0)[0][1]["flipped"]
-    lr_ds = TileDataset(js, tmp_path, train=True, hflip_p=1.0, lr_dir=lr_dir)
+    lr_ds = TileDataset(js, tmp_path, train=True, hflip_p=1.0, lr_dir=lr_dir, scale=2)
     limg, ltgt = lr_ds[0]
     assert limg.shape == (3, 16, 16) and torch.equal(ltgt["hr"], fimg)
     assert torch.allclose(ltgt["boxes"], ftgt["boxes"])  # boxes stay on the HR grid
@@ -239,7 +239,7 @@ def test_non_finite_loss_stops_with_term_name_and_keeps_last_checkpoint(tmp_path
 
 def test_evaluate_toy_model_gives_all_metric_keys_and_writes_metrics(tmp_path: Path) -> None:
     js, _ = make_tiles(tmp_path / "d", n=5)
-    ds = TileDataset(js, tmp_path / "d", train=False)
+    ds = TileDataset(js, tmp_path / "d", train=False, scale=2)
     res = evaluate(ToyModel(), ds, ds.coco, "cpu", batch_size=2, sr=True)
     det = res["detection"]
     for key in ("AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l", "AR100", "per_class"):
@@ -280,7 +280,7 @@ def test_perfect_predictions_give_ap_one_and_identical_sr_infinite_psnr(tmp_path
 def test_training_with_validation_logs_val_metrics(tmp_path: Path) -> None:
     js, _ = make_tiles(tmp_path / "d", n=4)
     cfg = dataclasses.replace(small_cfg(epochs=2, eval_every=2), eval_sr=True)
-    train(ToyModel(), TileDataset(js, tmp_path / "d", train=True), TileDataset(js, tmp_path / "d", train=False),
+    train(ToyModel(), TileDataset(js, tmp_path / "d", train=True), TileDataset(js, tmp_path / "d", train=False, scale=2),
           cfg, tmp_path / "run")
     logs = read_log(tmp_path / "run")
     assert "val" not in logs[0] and "AP" in logs[1]["val"]["detection"] and "psnr" in logs[1]["val"]["sr"]
@@ -289,10 +289,10 @@ def test_training_with_validation_logs_val_metrics(tmp_path: Path) -> None:
 def test_offline_lr_training_and_sr_evaluation(tmp_path: Path) -> None:
     js, lr_dir = make_tiles(tmp_path / "d", n=4, lr=True)
     model = ToyModel(offline_lr=True)
-    train(model, TileDataset(js, tmp_path / "d", train=True, lr_dir=lr_dir), None, small_cfg(epochs=1),
+    train(model, TileDataset(js, tmp_path / "d", train=True, lr_dir=lr_dir, scale=2), None, small_cfg(epochs=1),
           tmp_path / "run")
     assert "loss_sr" in read_log(tmp_path / "run")[0]["losses"]
-    val = TileDataset(js, tmp_path / "d", train=False, lr_dir=lr_dir)
+    val = TileDataset(js, tmp_path / "d", train=False, lr_dir=lr_dir, scale=2)
     res = evaluate(model, val, val.coco, "cpu", sr=True, crop_border=0, test_y_channel=False)
     assert res["sr"]["n"] == 4 and 0 < res["sr"]["psnr"] < 60 and not res["sr"]["test_y_channel"]
     assert res["detection"]["num_images"] == 4 and len(res["detections"]) == 4

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -49,7 +47,7 @@ def write_user_coco(dest: Path, n_images: int = 4, size: int = 256, seed: int = 
 
 
 @pytest.fixture(scope="module")
-def coco_run(repo_root, tmp_path_factory):
+def coco_run(repo_root, tmp_path_factory, run_workflow):
     work = tmp_path_factory.mktemp("coco_wf")
     write_user_coco(work / "userdata")
     cfg = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())  # the demo config, with:
@@ -68,12 +66,8 @@ def coco_run(repo_root, tmp_path_factory):
     cfg["baselines"]["set"] = {"yolo.epochs": 1}
     cfg["efficiency"].update({"hr_size": 128, "warmup": 0, "runs": 1, "batch_size": 1})
     cfg["report"]["bootstrap"] = 0
-    (work / "user.yaml").write_text(yaml.safe_dump(cfg))
-    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(repo_root / "Snakefile"), "--cores", "2",
-                        "all", "--configfile", "user.yaml", "--directory", str(work)],
-                       cwd=work, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
-    return work, r.stdout + r.stderr
+    out = run_workflow(work, cfg, timeout=900)
+    return work, out
 
 
 def test_report_main_table_has_every_method(coco_run, repo_root):

@@ -14,7 +14,6 @@ and names the counter that produced them; tables should quote one of them consis
 from __future__ import annotations
 
 import math
-import os
 import pickle
 import resource
 import statistics

@@ -40,9 +40,9 @@ def _order(methods: Sequence[str], experiments: pd.DataFrame | None) -> tuple[li
     return ordered, {m: names.get(m, m) for m in ordered}
 
 
-def _stat(values: pd.Series, scale: float = 100.0) -> tuple[float, float]:
+def _stat(values: pd.Series, mult: float = 100.0) -> tuple[float, float]:
     s = summary(values)
-    return (math.nan, 0.0) if s is None else (s["mean"] * scale, s["std"] * scale)
+    return (math.nan, 0.0) if s is None else (s["mean"] * mult, s["std"] * mult)
 
 
 def _select(runs: pd.DataFrame, dataset: str, degradation: str | None) -> pd.DataFrame:
@@ -119,7 +119,7 @@ def severity_order(degradations: Mapping[str, Mapping[str, Any]]) -> list[str]:
     def key(item: tuple[str, Mapping[str, Any]]) -> tuple:
         d = item[1] or {}
         jpeg = d.get("jpeg")
-        return (d.get("scale", 2), d.get("blur", 0.0) or 0.0, d.get("noise", 0.0) or 0.0,
+        return (d["scale"], d.get("blur", 0.0) or 0.0, d.get("noise", 0.0) or 0.0,
                 101 - jpeg if jpeg else 0, item[0])
     return [k for k, _ in sorted(degradations.items(), key=key)]
 

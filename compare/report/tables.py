@@ -31,15 +31,15 @@ def summary(values: Iterable[float]) -> dict | None:
     return seed_summary(vals) if vals else None
 
 
-def fmt_stat(values: Iterable[float], scale: float = 100.0, digits: int = 1) -> str:
-    """``"mean ± std"`` (n > 1) or ``"mean"`` of ``values * scale``; ``n/a`` when no value is defined."""
+def fmt_stat(values: Iterable[float], mult: float = 100.0, digits: int = 1) -> str:
+    """``"mean ± std"`` (n > 1) or ``"mean"`` of ``values * mult``; ``n/a`` when no value is defined."""
     s = summary(values)
     if s is None:
         return NA
     if math.isinf(s["mean"]):
         return "inf"
-    mean = f"{s['mean'] * scale:.{digits}f}"
-    return mean if s["n"] == 1 else f"{mean} ± {s['std'] * scale:.{digits}f}"
+    mean = f"{s['mean'] * mult:.{digits}f}"
+    return mean if s["n"] == 1 else f"{mean} ± {s['std'] * mult:.{digits}f}"
 
 
 def fmt_num(value: float | None, digits: int | None = None) -> str:
@@ -142,8 +142,8 @@ def sr_table(runs: pd.DataFrame, experiments: pd.DataFrame, dataset: str, degrad
         r = sel[(sel["method"] == exp["id"]) & sel["psnr"].notna()]
         if len(r):
             rows.append({"Method": exp["display"], "SR model": exp["sr_model"],
-                         "PSNR (dB)": fmt_stat(r["psnr"], scale=1.0, digits=2),
-                         "SSIM": fmt_stat(r["ssim"], scale=1.0, digits=4), "n": len(r), "source": _sources(r)})
+                         "PSNR (dB)": fmt_stat(r["psnr"], mult=1.0, digits=2),
+                         "SSIM": fmt_stat(r["ssim"], mult=1.0, digits=4), "n": len(r), "source": _sources(r)})
     return pd.DataFrame(rows, columns=["Method", "SR model", "PSNR (dB)", "SSIM", "n", "source"])
 
 

@@ -124,6 +124,18 @@ __all__ = ["IMAGE_EXTS", "RawImage", "RawObject", "check_pairs", "list_files", "
            "read_image_size", "rel_posix", "require_dir"]
 
 
+def read_json(path: Path, encoding: str = "utf-8") -> object:
+    """The parsed json file at ``path``; :class:`AnnotationError` naming the file (and line) when it is not."""
+    import json  # noqa: PLC0415
+
+    try:
+        return json.loads(Path(path).read_text(encoding=encoding))
+    except json.JSONDecodeError as exc:
+        raise AnnotationError(path, exc.lineno, f"invalid json: {exc.msg}") from None
+    except UnicodeDecodeError as exc:
+        raise AnnotationError(path, None, f"not {encoding} text ({exc})") from None
+
+
 def read_annotation_lines(path: Path) -> list[tuple[int, str]]:
     """``(1-based line number, line)`` of a UTF-8 (BOM allowed) annotation text file.
 

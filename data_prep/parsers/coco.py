@@ -21,7 +21,6 @@ naming the json file and the entry (``annotations[7] (id 12): ...``).
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from data_prep.errors import AnnotationError, DataError, UnknownClassError
-from data_prep.parsers import RawImage, RawObject, read_image_size, require_dir
+from data_prep.parsers import RawImage, RawObject, read_image_size, read_json, require_dir
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +55,7 @@ def read_coco_json(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: COCO annotations file not found (config key 'annotations' of a coco dataset)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8-sig"))
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(path, exc.lineno, f"invalid json: {exc.msg}") from None
-    except UnicodeDecodeError as exc:
-        raise AnnotationError(path, None, f"not UTF-8 text ({exc})") from None
+    data = read_json(path, encoding="utf-8-sig")
     if not isinstance(data, dict):
         raise AnnotationError(path, None, f"top level: expected an object, got {type(data).__name__}")
     for key in ("images", "annotations", "categories"):

@@ -11,14 +11,13 @@ error names the json key path, e.g. ``images[3].objects[0].bbox``.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from data_prep.classes import DEMO_CLASSES
 from data_prep.errors import AnnotationError, DataError, UnknownClassError
-from data_prep.parsers import RawImage, RawObject
+from data_prep.parsers import RawImage, RawObject, read_json
 
 ANNOTATION_FILE = "demo_annotations.json"
 SPLITS = (None, "train", "val", "test")
@@ -94,10 +93,7 @@ def load_demo(root: str | Path, check_images: bool = True) -> list[RawImage]:
     path = root / ANNOTATION_FILE
     if not path.is_file():
         raise DataError(f"demo dataset: {path} not found (generate the demo dataset first)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise AnnotationError(path, exc.lineno, f"invalid json: {exc.msg}") from None
+    data = read_json(path)
     images = parse_demo_json(data, path)
     if check_images:
         missing = [im.file_name for im in images if not (root / im.file_name).is_file()]

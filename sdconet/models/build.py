@@ -11,8 +11,8 @@ A run config has two top-level sections::
       batch_size: 2
 
 Overrides (CLI ``--set``, method rows) are flat dotted keys ``model.<field>[.<sub>]`` / ``train.<field>``, applied
-in the order: YAML < method row < explicit overrides. ``model.routing``/``model.unfreeze_epoch`` and the train
-section's ``routing``/``unfreeze_epoch`` are kept equal (the train value wins when both are given).
+in the order: YAML < method row < explicit overrides. The gradient-routing schedule belongs to the train section
+(``train.routing``, ``train.unfreeze_epoch``).
 """
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from typing import Any, Mapping
 
 import yaml
 from torch import nn
+
+from benchcore.config import flatten
 
 from sdconet.models.config import ConfigError, SDCoNetConfig, preset
 
@@ -58,26 +60,16 @@ def split_overrides(overrides: Mapping[str, Any] | None) -> dict[str, dict[str, 
         if not rest:
             if not isinstance(value, Mapping):
                 raise ConfigError(f"config key '{key}' needs a mapping or a dotted sub-key")
-            for k, v in _flatten(value).items():
+            for k, v in flatten(value).items():
                 out[head][k] = v
         else:
             out[head][rest] = value
     return out
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, Mapping) and v:
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
-
-
 def _model_config(section: Mapping[str, Any], extra: Mapping[str, Any]) -> SDCoNetConfig:
     """Preset named by ``preset`` (default "paper") + the section's fields + dotted ``extra`` keys."""
-    merged = _flatten(section)
+    merged = flatten(section)
     merged.update(extra)
     name = merged.pop("preset", "paper")
     if not isinstance(name, str):
@@ -121,9 +113,6 @@ def resolve_config(doc: Mapping[str, Any], overrides: Mapping[str, Any] | None =
         if "." in key:
             raise ConfigError(f"unknown config key 'train.{key}': the train section has no sub-sections")
         train_sec[key] = value
-    for key in ("routing", "unfreeze_epoch"):
-        train_sec.setdefault(key, getattr(cfg, key))
-    cfg = replace(cfg, routing=train_sec["routing"], unfreeze_epoch=train_sec["unfreeze_epoch"])
     from sdconet.train_config import TrainConfig, TrainConfigError  # noqa: PLC0415
 
     try:

@@ -176,9 +176,7 @@ class SDCoNetConfig:
     loss_cls_weight: float = 1.0
     loss_bbox_weight: float = 5.0
     loss_giou_weight: float = 2.0
-    # multi-task / gradient routing
-    routing: str = "schedule"
-    unfreeze_epoch: int = 16
+    # multi-task (the gradient-routing schedule is the training config's: train.routing, train.unfreeze_epoch)
     sr_loss_weight: float = 5.0
     use_saliency: bool = True
     use_sr: bool = True
@@ -228,8 +226,6 @@ class SDCoNetConfig:
         _check(sal.alpha_mode in ("fixed", "learnable"), "saliency.alpha_mode must be 'fixed' or 'learnable'")
         _check(len(sal.level_ranges) == self.num_feature_levels, "saliency.level_ranges needs one range per level")
         _check(self.lr.kernel in ("bicubic", "bilinear"), "lr.kernel must be 'bicubic' or 'bilinear'")
-        _check(self.routing in ("schedule", "none", "projection"),
-               "routing must be 'schedule', 'none' or 'projection'")
         _check(self.enhance_mcsp in ("faithful", "tied"), "enhance_mcsp must be 'faithful' or 'tied'")
         _check(self.deform_residual in ("standard", "official"), "deform_residual must be 'standard' or 'official'")
         _check(self.topk_score_mode in ("official", "fixed"), "topk_score_mode must be 'official' or 'fixed'")

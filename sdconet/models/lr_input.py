@@ -45,12 +45,12 @@ def denormalise(x: Tensor) -> Tensor:
     return x.to(torch.float32) * std + mean
 
 
-def make_lr(hr_normalised: Tensor, scale: int = 2, kernel: str = "bicubic") -> Tensor:
+def make_lr(hr_normalised: Tensor, scale: int, kernel: str = "bicubic") -> Tensor:
     """Downsample the normalised HR tensor exactly like the official model (no antialias, no clipping).
 
     Args:
         hr_normalised: (B, 3, H, W) normalised HR.
-        scale: Downscaling factor (2).
+        scale: Downscaling factor (the run's ``lr.scale``; 2 in the released code).
         kernel: ``"bicubic"`` (official) or ``"bilinear"`` (the TS baseline's predict path).
 
     Returns:

@@ -24,21 +24,21 @@ RGB_MEAN = (0.4488, 0.4371, 0.4040)
 
 
 class TransposedConvUp(nn.Module):
-    """``Up``: LayerNorm(C_in) on tokens, then ConvTranspose2d(C_in, C_out, k=s=scale, no bias).
+    """``Up``: LayerNorm(C_in) on tokens, then ConvTranspose2d(C_in, C_out, k=s=factor, no bias).
 
     Args:
         in_dim: C_in.
         out_dim: C_out.
-        scale: Upsampling factor (kernel = stride).
+        factor: Upsampling factor (kernel = stride).
     """
 
-    def __init__(self, in_dim: int, out_dim: int, scale: int = 2) -> None:
+    def __init__(self, in_dim: int, out_dim: int, factor: int = 2) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(in_dim)
-        self.upconv = nn.ConvTranspose2d(in_dim, out_dim, kernel_size=scale, stride=scale, bias=False)
+        self.upconv = nn.ConvTranspose2d(in_dim, out_dim, kernel_size=factor, stride=factor, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        """(B, H, W, C_in) -> (B, scale*H, scale*W, C_out), channels last."""
+        """(B, H, W, C_in) -> (B, factor*H, factor*W, C_out), channels last."""
         return conv_transpose_tokens(self.norm(x), self.upconv)
 
 

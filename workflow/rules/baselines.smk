@@ -1,7 +1,9 @@
 # Serial baselines: SR model (BasicSR archs, or interpolation) -> detector (ultralytics YOLO, torchvision
 # Faster R-CNN) trained on that pipeline's own upscaled training tiles, scored on the HR grid.
 # Every rule reads its run's run_spec.json (runspec.smk); the other inputs are for the DAG only.
-LEARNED_SR = "edsr|rrdb|swinir"
+from baselines.sr_models import sr_model_names  # the SR registry (docs/recipes.md: a new SR model)
+
+LEARNED_SR = "|".join(sr_model_names())
 
 
 rule train_sr:

@@ -131,18 +131,19 @@ def _check_specs():
     pairs = {(d, m) for d in [MAIN_DEG] for m in METHODS} | {(d, m) for d in sweep["degradations"]
                                                             for m in sweep["methods"]}
     srs = set()
+    where = workflow.configfiles[-1] if workflow.configfiles else "config/config.yaml"
     for deg, method in sorted(pairs):
         try:
             spec = method_spec(DATASETS[0], deg, method, SEEDS[0])
         except (ValueError, KeyError) as exc:
-            raise WorkflowError(f"method {method!r} at degradation {deg!r}: {exc}") from None
+            raise WorkflowError(f"{where}: method {method!r} at degradation {deg!r}: {exc}") from None
         if spec["sr_model"] and EXP.loc[method, "input"] == "sr":
             srs.add((deg, spec["sr_model"]))
     for deg, model in sorted(srs):
         try:
             sr_spec(DATASETS[0], deg, model, SEEDS[0])
         except (ValueError, KeyError) as exc:
-            raise WorkflowError(f"SR stage {model!r} at degradation {deg!r}: {exc}") from None
+            raise WorkflowError(f"{where}: SR stage {model!r} at degradation {deg!r}: {exc}") from None
 
 
 from snakemake.exceptions import WorkflowError  # noqa: E402
