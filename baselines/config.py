@@ -58,6 +58,17 @@ def require_scale(cfg: _Config, source: str = "config") -> int:
     return int(cfg.scale)  # type: ignore[attr-defined]
 
 
+def _check_init(source: str, cfg: _Config) -> None:
+    """``init`` is a known keyword; ``scratch`` names no file and ``file`` needs one (imagenet / coco may leave
+    ``weights`` to the run spec, which names the staged file)."""
+    _choice(source, cfg, "init", ("scratch", "imagenet", "coco", "file"))
+    if cfg.init == "scratch" and cfg.weights is not None:  # type: ignore[attr-defined]
+        raise ConfigError(f"{source}: {type(cfg).__name__}.weights is set but init is 'scratch': set init: file to "
+                          f"start from {cfg.weights!r}, or drop weights")  # type: ignore[attr-defined]
+    if cfg.init == "file" and cfg.weights is None:  # type: ignore[attr-defined]
+        raise ConfigError(f"{source}: {type(cfg).__name__}.init 'file' needs weights: <path>")
+
+
 def _choice(source: str, cfg: _Config, name: str, choices: tuple[Any, ...]) -> None:
     v = getattr(cfg, name)
     if v not in choices:
@@ -138,6 +149,9 @@ class YoloConfig(_Config):
     batch: int = 16
     seed: int = 0
     device: str = "cpu"
+    #: How the detector starts (docs/weights.md): scratch | imagenet (the -cls backbone) | coco | file.
+    init: str = "scratch"
+    #: The file ``init`` reads (the run spec sets the staged one for imagenet / coco; required for file).
     weights: str | None = None
     workers: int = 0
     val: bool = True
@@ -149,8 +163,9 @@ class YoloConfig(_Config):
     def validate(self, source: str = "config") -> None:  # noqa: D102
         if not str(self.model).endswith((".yaml", ".yml")):
             raise ConfigError(f"{source}: YoloConfig.model must be a model yaml such as yolov8n.yaml (a .pt name "
-                              f"would be downloaded); pass local weights in 'weights'")
+                              f"would be downloaded); start from a local .pt with init and weights (docs/weights.md)")
         _positive(source, self, "epochs", "imgsz", "batch", "max_det")
+        _check_init(source, self)
 
     def to_kwargs(self) -> dict[str, Any]:
         """Arguments of ``train_yolo`` (prediction keys and ``overrides`` are unpacked/removed)."""
@@ -181,6 +196,9 @@ class FrcnnConfig(_Config):
     warmup_iters: int = 500
     log_every: int = 20
     num_workers: int = 0
+    #: How the detector starts (docs/weights.md): scratch | imagenet (ResNet-50 trunk) | coco | file.
+    init: str = "scratch"
+    #: The file ``init`` reads (the run spec sets the staged one for imagenet / coco; required for file).
     weights: str | None = None
     amp: bool = True
     device: str = "cpu"
@@ -188,4 +206,5 @@ class FrcnnConfig(_Config):
     def validate(self, source: str = "config") -> None:  # noqa: D102
         _choice(source, self, "preset", ("paper", "tiny"))
         _choice(source, self, "optimizer", ("sgd", "adamw"))
+        _check_init(source, self)
         _positive(source, self, "epochs", "batch_size", "lr", "tile_size", "log_every")

@@ -2,16 +2,22 @@
 
 Presets (``build_frcnn``):
 
-* ``paper``: ``fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)`` (R50-FPN, the detector of the
-  serial baselines) with ``num_classes = C + 1`` and ``min_size = max_size = tile``, so the internal
-  transform never resizes a square tile (its default 800/1333 would upsample every tile). Built without
-  pretrained weights, torchvision makes all 5 backbone stages trainable with ordinary BatchNorm.
+* ``paper``: torchvision's ``fasterrcnn_resnet50_fpn`` (R50-FPN, the detector of the serial baselines) with
+  ``num_classes = C + 1`` and ``min_size = max_size = tile``, so the internal transform never resizes a square
+  tile (its default 800/1333 would upsample every tile).
 * ``tiny``: the same FasterRCNN head on a ResNet-18 trunk with a 64-channel FPN (same 5 levels, anchors and
   RoI pooling as ``paper``, ~1/10 of the compute); for CPU tests only.
 
-``weights`` loads a local file (our checkpoint, or e.g. torchvision's COCO R50-FPN state dict that a user
-downloaded): tensors whose name and shape match are loaded, the class-specific predictor is skipped when its
-shape differs. Nothing is ever downloaded.
+Initialisation (``init``, ``docs/weights.md``); nothing is ever downloaded:
+
+* ``scratch``: random; torchvision then makes all 5 backbone stages trainable with ordinary BatchNorm.
+* ``imagenet`` (``paper``): torchvision's reference recipe, ``fasterrcnn_resnet50_fpn(weights_backbone=
+  ResNet50_Weights.IMAGENET1K_V1)``, rebuilt from a local ``resnet50-0676ba61.pth``: the ResNet-50 trunk loads the
+  ImageNet state dict (its ``fc`` is dropped), BatchNorm becomes ``FrozenBatchNorm2d`` and the stem + ``layer1``
+  stay frozen (``trainable_backbone_layers=3``); FPN, RPN and RoI heads start random.
+* ``coco`` (``paper``): the same frozen-BN layout with torchvision's COCO R50-FPN state dict
+  (``fasterrcnn_resnet50_fpn_coco-258fb6c6.pth``); the class-specific predictor is skipped when its shape differs.
+* ``file``: a local file (our checkpoint, ...): every tensor whose name and shape match is loaded.
 
 Boxes: the tile COCO json is on the HR grid; when the images are LR/SR copies of another size, the
 dataset scales boxes by (image size / json size) and :func:`predict_frcnn` maps predictions back to HR.
@@ -23,6 +29,7 @@ non-finite loss.
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -40,21 +47,33 @@ from baselines.sr_train import read_rgb, to_tensor
 from benchcore.atomic import atomic_file
 from benchcore.provenance import git_sha
 
-_RESUME_KEYS = ("preset", "num_classes", "tile_size", "batch_size", "lr", "seed", "optimizer")
+_RESUME_KEYS = ("preset", "num_classes", "tile_size", "batch_size", "lr", "seed", "optimizer", "init")
+FRCNN_INITS = ("scratch", "imagenet", "coco", "file")
 
 
-def build_frcnn(num_classes: int, tile_size: int, preset: str = "paper", weights: str | os.PathLike | None = None
-                ) -> nn.Module:
-    """Faster R-CNN for ``num_classes`` object classes (+1 background) on ``tile_size`` tiles."""
-    from torchvision.models import resnet18  # noqa: PLC0415
+def frcnn_architecture(num_classes: int, tile_size: int, preset: str = "paper", init: str = "scratch") -> nn.Module:
+    """The untrained Faster R-CNN of a preset and an initialisation's layout (no weights are read).
+
+    ``imagenet`` / ``coco`` give torchvision's pretrained layout (``FrozenBatchNorm2d``, the stem and ``layer1``
+    frozen); ``scratch`` / ``file`` the plain one (BatchNorm, all stages trainable)."""
+    from torchvision.models import resnet18, resnet50  # noqa: PLC0415
     from torchvision.models.detection import FasterRCNN, fasterrcnn_resnet50_fpn  # noqa: PLC0415
-    from torchvision.models.detection.backbone_utils import BackboneWithFPN  # noqa: PLC0415
+    from torchvision.models.detection.backbone_utils import BackboneWithFPN, _resnet_fpn_extractor  # noqa: PLC0415
+    from torchvision.ops.misc import FrozenBatchNorm2d  # noqa: PLC0415
 
+    if init not in FRCNN_INITS:
+        raise ValueError(f"unknown Faster R-CNN init {init!r}; expected one of {FRCNN_INITS}")
     size = int(tile_size)
-    if preset == "paper":
+    if preset == "paper" and init in ("imagenet", "coco"):
+        # fasterrcnn_resnet50_fpn with weights / weights_backbone, minus the download
+        backbone = _resnet_fpn_extractor(resnet50(weights=None, norm_layer=FrozenBatchNorm2d), 3)
+        model = FasterRCNN(backbone, num_classes=num_classes + 1, min_size=size, max_size=size)
+    elif preset == "paper":
         model = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=num_classes + 1,
                                         min_size=size, max_size=size)
     elif preset == "tiny":
+        if init in ("imagenet", "coco"):
+            raise ValueError(f"Faster R-CNN preset 'tiny' has no published {init} weights; use init scratch or file")
         layers = {f"layer{i}": str(i - 1) for i in range(1, 5)}
         backbone = BackboneWithFPN(resnet18(weights=None), return_layers=layers,
                                    in_channels_list=[64, 128, 256, 512], out_channels=64)
@@ -63,15 +82,82 @@ def build_frcnn(num_classes: int, tile_size: int, preset: str = "paper", weights
                            rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=150, box_batch_size_per_image=64)
     else:
         raise ValueError(f"unknown Faster R-CNN preset {preset!r}; expected 'paper' or 'tiny'")
-    if weights is not None:
-        blob = torch.load(weights, map_location="cpu", weights_only=False)
-        state = blob.get("model", blob) if isinstance(blob, dict) else blob
-        own = model.state_dict()
-        ok = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-        if not ok:
-            raise ValueError(f"{weights}: no tensor matches the {preset} Faster R-CNN")
-        model.load_state_dict(ok, strict=False)
-    model.sdconet_spec = {"num_classes": num_classes, "tile_size": size, "preset": preset}  # type: ignore[assignment]
+    model.sdconet_spec = {"num_classes": num_classes, "tile_size": size, "preset": preset,  # type: ignore[assignment]
+                          "init": init}
+    return model
+
+
+def _state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a torchvision / our checkpoint file (``{"model": ...}`` unwrapped)."""
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"Faster R-CNN init file not found: {path} (nothing is downloaded; docs/weights.md)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # one of our resumable checkpoints (numpy RNG state): a file the user named
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    for key in ("model", "state_dict"):
+        if isinstance(blob, dict) and isinstance(blob.get(key), dict):
+            blob = blob[key]
+    return {k: v for k, v in blob.items() if torch.is_tensor(v)}
+
+
+def load_resnet50_imagenet(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:
+    """Load a torchvision ImageNet ResNet-50 state dict (``resnet50-0676ba61.pth`` layout: ``conv1.weight``,
+    ``bn1.*``, ``layer{1..4}.*``, ``fc.*``) into the trunk ``backbone.body`` of a paper Faster R-CNN.
+
+    Every trunk tensor must be filled; ``fc`` is dropped (the trunk has none). Returns ``{"loaded", "dropped"}``.
+
+    Raises:
+        ValueError: the file is not that layout (e.g. a detector checkpoint or a ResNet-18).
+    """
+    body = model.backbone.body
+    state = _state_dict(path)
+    own = body.state_dict()
+    dropped = sorted(k for k in state if k.startswith("fc."))
+    sd = {k: v for k, v in state.items() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+    missing = sorted(k for k in own if k not in sd)
+    wrong = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in sd.items() if k in own
+             and v.shape != own[k].shape]
+    extra = sorted(k for k in sd if k not in own)
+    if missing or wrong or extra:
+        raise ValueError(f"{path}: not a torchvision ResNet-50 ImageNet state dict (missing {missing[:4]}, "
+                         f"shape mismatches {wrong[:3]}, unexpected {extra[:4]})")
+    body.load_state_dict(sd)
+    return {"loaded": len(sd), "dropped": dropped}
+
+
+def load_matching(model: nn.Module, path: str | os.PathLike, what: str = "Faster R-CNN") -> dict[str, Any]:
+    """Load every tensor of ``path`` whose name and shape match ``model`` (a COCO detector: all but the
+    class-specific predictor). Returns ``{"loaded", "skipped"}``."""
+    state = _state_dict(path)
+    own = model.state_dict()
+    ok = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not ok:
+        raise ValueError(f"{path}: no tensor matches the {what}")
+    model.load_state_dict(ok, strict=False)
+    return {"loaded": len(ok), "skipped": sorted(set(state) - set(ok))}
+
+
+def build_frcnn(num_classes: int, tile_size: int, preset: str = "paper", weights: str | os.PathLike | None = None,
+                init: str = "scratch") -> nn.Module:
+    """Faster R-CNN for ``num_classes`` object classes (+1 background) on ``tile_size`` tiles, initialised as
+    ``init`` says from ``weights`` (module docstring). ``model.sdconet_init`` records what was loaded."""
+    if init == "scratch" and weights is not None:
+        raise ValueError(f"init 'scratch' but a weights file is named ({weights}); use init 'file' to start from it")
+    if init != "scratch" and weights is None:
+        raise ValueError(f"Faster R-CNN init {init!r} needs its file (the workflow stages it: docs/weights.md; "
+                         f"on the command line, --set frcnn.weights=/path/to/file)")
+    model = frcnn_architecture(num_classes, tile_size, preset, init)
+    report: dict[str, Any] = {"init": init, "file": str(weights) if weights else None}
+    if init == "imagenet":
+        report.update(load_resnet50_imagenet(model, weights))
+    elif init in ("coco", "file"):
+        report.update(load_matching(model, weights, f"{preset} Faster R-CNN"))
+        if init == "coco":
+            from torchvision.models.detection._utils import overwrite_eps  # noqa: PLC0415
+
+            overwrite_eps(model, 0.0)  # as torchvision does for its COCO weights (trained with eps 0)
+    model.sdconet_init = report  # type: ignore[assignment]
     return model
 
 
@@ -137,12 +223,14 @@ def train_frcnn(coco_json: str | os.PathLike, image_dir: str | os.PathLike, out_
                 epochs: int, batch_size: int = 2, lr: float = 0.01, seed: int = 0, resume: bool = False,
                 device: str | torch.device | None = "cpu", preset: str = "paper", tile_size: int | None = None,
                 optimizer: str = "sgd", weight_decay: float = 1e-4, warmup_iters: int = 500, log_every: int = 20,
-                num_workers: int = 0, weights: str | os.PathLike | None = None, amp: bool = True) -> dict[str, Any]:
+                num_workers: int = 0, weights: str | os.PathLike | None = None, amp: bool = True,
+                init: str = "scratch") -> dict[str, Any]:
     """Train Faster R-CNN on the tiles of ``coco_json`` read from ``image_dir``; returns a summary dict.
 
     ``tile_size`` defaults to the largest side of the first image in ``image_dir`` (the detector's input
     grid). ``optimizer``: ``"sgd"`` (momentum 0.9) or ``"adamw"``. ``resume`` continues from
-    ``out_dir/checkpoints/last.pt`` (written after every epoch) when it exists.
+    ``out_dir/checkpoints/last.pt`` (written after every epoch) when it exists. ``init`` / ``weights``: the
+    initialisation (:func:`build_frcnn`), recorded in the checkpoint's config and the returned summary.
     """
     out, dev = Path(out_dir), resolve_device(device)
     data = CocoTileDataset(coco_json, image_dir, hflip=True, seed=seed)
@@ -154,9 +242,12 @@ def train_frcnn(coco_json: str | os.PathLike, image_dir: str | os.PathLike, out_
     config = {"preset": preset, "num_classes": len(categories), "tile_size": int(tile_size), "epochs": int(epochs),
               "batch_size": int(batch_size), "lr": float(lr), "seed": int(seed), "optimizer": optimizer,
               "weight_decay": float(weight_decay), "warmup_iters": int(warmup_iters), "categories": categories,
-              "coco_json": str(coco_json), "image_dir": str(image_dir), "weights": str(weights) if weights else None}
+              "coco_json": str(coco_json), "image_dir": str(image_dir), "weights": str(weights) if weights else None,
+              "init": init}
     seed_everything(seed)
-    model = build_frcnn(len(categories), int(tile_size), preset, weights).to(dev)
+    model = build_frcnn(len(categories), int(tile_size), preset, weights, init=init)
+    init_report = model.sdconet_init
+    model = model.to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "sgd":
         optim: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay)
@@ -211,14 +302,15 @@ def train_frcnn(coco_json: str | os.PathLike, image_dir: str | os.PathLike, out_
         torch.save({"model": model.state_dict(), "config": config}, fh)
     return {"epochs": epochs, "steps": step, "resumed_from_epoch": start_epoch or None, "last_losses": last,
             "checkpoint": str(ckpt_path), "weights": str(weights_path), "log": str(out / "log.jsonl"),
-            "seconds": round(time.time() - t0, 3), "device": str(dev), "tile_size": int(tile_size)}
+            "seconds": round(time.time() - t0, 3), "device": str(dev), "tile_size": int(tile_size),
+            "init": init_report}
 
 
 def load_frcnn(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a trained model from ``model.pt`` or ``checkpoints/last.pt``."""
     blob = load_checkpoint(path)
     cfg = blob["config"]
-    model = build_frcnn(cfg["num_classes"], cfg["tile_size"], cfg["preset"])
+    model = frcnn_architecture(cfg["num_classes"], cfg["tile_size"], cfg["preset"], cfg.get("init", "scratch"))
     model.load_state_dict(blob["model"])
     return model, cfg
 

@@ -279,14 +279,15 @@ def det_eval_step(detector: str, weights: str | os.PathLike, image_set_dir: str 
                   degradation: str, seed: int, split: str = "test",
                   sr_metrics: str | os.PathLike | Mapping[str, Any] | None = None, cfg: ConfigLike = None,
                   device: str | None = None, scale_to_hr: int | None = None,
-                  run_spec: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                  run_spec: Mapping[str, Any] | None = None, protocol: str = "coco") -> dict[str, Any]:
     """Detect on the ``split`` tiles, map boxes to the HR grid, score (COCO) and write ``out`` (metrics.json).
 
     ``detections.json`` (COCO results, HR pixels) is written beside ``out``. ``sr_metrics``: the
     ``sr_metrics.json`` of the SR stage that made ``image_set_dir`` (its PSNR/SSIM over the ``split`` tiles goes
     into the ``sr`` block). ``scale_to_hr`` (the run spec's: the degradation scale for LR tiles, 1 for HR / SR
     tiles) is checked against the images' sizes; without it the ratio of the sizes is used. ``run_spec``
-    (:func:`benchcore.runspec.provenance_block`) is recorded in the provenance. Returns the metrics document.
+    (:func:`benchcore.runspec.provenance_block`) is recorded in the provenance. ``protocol``: the AP protocol
+    (``coco`` or ``mmdet``, :func:`benchcore.metrics.detection.coco_evaluate`). Returns the metrics document.
     """
     from benchcore.metrics.detection import coco_evaluate  # noqa: PLC0415
     from benchcore.metrics.results import write_metrics  # noqa: PLC0415
@@ -310,7 +311,7 @@ def det_eval_step(detector: str, weights: str | os.PathLike, image_set_dir: str 
 
         kw = conf.predict_kwargs()  # imgsz None: the training size stored in the weights
         dets = predict_yolo(weights, images, gt, scale_to_hr=float(scale), **kw)
-    detection = coco_evaluate(gt, dets)
+    detection = coco_evaluate(gt, dets, protocol=protocol)
     config = {"detector": detector, "detector_config": conf.to_dict(), "weights": str(Path(weights).resolve()),
               "images": str(images.resolve()), "partition": str(gt.resolve()), "split": split,
               **(dict(run_spec) if run_spec else {})}

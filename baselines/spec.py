@@ -112,6 +112,23 @@ def detector_settings(sections: Mapping[str, Mapping[str, Any]], detector: str, 
     return YoloConfig.from_dict({**yolo, "model": YOLO_MODELS[detector], "seed": seed}, source="yolo").to_dict()
 
 
+def detector_init(detector: str, settings: dict[str, Any], store: str) -> dict[str, Any]:
+    """Resolve the detector's ``init`` (``docs/weights.md``) in place: ``settings["weights"]`` becomes the staged
+    catalogue file (``imagenet`` / ``coco``, unless the user named a file); return the ``settings.init`` record
+    (:func:`benchcore.weights.resolve_init`)."""
+    from benchcore.weights import WeightsError, resolve_init  # noqa: PLC0415
+
+    section_name = "frcnn" if detector == "frcnn" else "yolo"
+    network = ("frcnn_r50_fpn" if settings["preset"] == "paper" else f"frcnn_{settings['preset']}") \
+        if detector == "frcnn" else detector
+    try:
+        rec = resolve_init(network, settings["init"], store, file=settings["weights"], source=f"{section_name}.init")
+    except WeightsError as exc:
+        raise SpecError(str(exc)) from None
+    settings["weights"] = rec["file"]
+    return rec
+
+
 def build_sr_spec(*, results: str, dataset: str, degradation: Mapping[str, Any], sr_model: str, seed: int,
                   config_file: str | Path, sets: Sequence[str] | Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The specification of one SR stage: train (learned models) and super-resolve every LR tile."""
@@ -127,8 +144,9 @@ def build_sr_spec(*, results: str, dataset: str, degradation: Mapping[str, Any],
 
 def build_serial_spec(*, results: str, dataset: str, degradation: Mapping[str, Any], row: Mapping[str, Any],
                       seed: int, config_file: str | Path, sets: Sequence[str] | Mapping[str, Any] | None = None,
-                      experiments: str | None = None) -> dict[str, Any]:
-    """The specification of a serial row: the detector trained and scored on HR, LR or one SR stage's tiles."""
+                      experiments: str | None = None, weights_dir: str | None = None) -> dict[str, Any]:
+    """The specification of a serial row: the detector trained and scored on HR, LR or one SR stage's tiles.
+    ``weights_dir``: where the weights stage puts the published files (default ``results/weights``)."""
     from benchcore.experiments import row_sets  # noqa: PLC0415
 
     row = {k: v for k, v in dict(row).items() if k != "line"}
@@ -139,6 +157,7 @@ def build_serial_spec(*, results: str, dataset: str, degradation: Mapping[str, A
     d = data_paths(results, dataset, degradation["name"])
     settings: dict[str, Any] = {"detector": detector_settings(sections, row["detector"], seed),
                                 "scale_to_hr": scale if row["input"] == "lr" else 1}
+    settings["init"] = detector_init(row["detector"], settings["detector"], weights_dir or f"{results}/weights")
     paths: dict[str, Any] = {"data": d["data"], "partition": d["partition"],
                              "out": run_dir(results, dataset, degradation["name"], row["id"], seed)}
     sr_model = None
@@ -183,8 +202,9 @@ def train_detector_from_spec(spec: Mapping[str, Any], resume: bool = True) -> di
 
 
 def evaluate_detector_from_spec(spec: Mapping[str, Any], spec_path: str | Path | None = None,
-                                n_boot: int = 0, split: str = "test") -> dict[str, Any]:
-    """Score the trained detector on ``split`` on the HR grid; writes ``paths.out/metrics.json`` + detections."""
+                                n_boot: int = 0, split: str = "test", protocol: str = "coco") -> dict[str, Any]:
+    """Score the trained detector on ``split`` on the HR grid; writes ``paths.out/metrics.json`` + detections.
+    ``protocol``: the AP protocol (the workflow's ``evaluation.protocol``, ``coco`` or ``mmdet``)."""
     from benchcore.runspec import provenance_block  # noqa: PLC0415
 
     p, row = spec["paths"], spec["method"]
@@ -197,7 +217,8 @@ def evaluate_detector_from_spec(spec: Mapping[str, Any], spec_path: str | Path |
     doc = det_eval_step(row["detector"], weights, p["images"], p["partition"], out, method=row["id"],
                         dataset=spec["dataset"], degradation=spec["degradation"]["name"], seed=spec["seed"],
                         split=split, sr_metrics=sr_metrics, cfg=spec["settings"]["detector"],
-                        scale_to_hr=spec["settings"]["scale_to_hr"], run_spec=provenance_block(spec, spec_path))
+                        scale_to_hr=spec["settings"]["scale_to_hr"], run_spec=provenance_block(spec, spec_path),
+                        protocol=protocol)
     if n_boot:
         from benchcore.metrics.results import add_bootstrap  # noqa: PLC0415
 

@@ -5,7 +5,13 @@ Offline and write-containment rules (see ``shared/docs/environment.md``):
 * ``import benchcore`` first sets ``YOLO_OFFLINE=1``, ``YOLO_AUTOINSTALL=0`` and ``YOLO_CONFIG_DIR`` (under
   ``~/.cache/sdconet-bench``, with a local Arial.ttf), *before* ultralytics is imported, so its
   ``settings.json`` and font checks stay in that cache dir and nothing is downloaded.
-* Models are built from yaml (``yolov8n.yaml``); ``weights`` may name a local ``.pt`` to start from.
+* Models are built from yaml (``yolov8n.yaml``). ``init`` (``docs/weights.md``): ``scratch``; ``imagenet``, the
+  backbone layers 0-8 of the same-scale ultralytics classification checkpoint (``yolov8n-cls.pt`` /
+  ``yolov8s-cls.pt``, trained on ImageNet: ultralytics publishes no ImageNet detector backbone otherwise);
+  ``coco``, the COCO detector of the same scale (``yolov8n.pt`` / ``yolov8s.pt``; the class rows of the head are
+  left out when the class count differs); ``file``, any local ``.pt``. The file is checked against the model
+  (:func:`check_yolo_init`) and handed to ultralytics as ``pretrained=<file>``, which transfers every tensor
+  whose name and shape match, in a single process and under DDP alike. Nothing is downloaded.
 * For the process, :func:`_contain_settings` switches off ultralytics' logger integrations (mlflow,
   clearml, ... would write ``./mlruns`` etc.) and anonymous event sync, and points ``runs_dir`` at
   ``out_dir`` (in memory only: the settings file is not rewritten).
@@ -115,17 +121,67 @@ def mirror_dataset(data_yaml: str | os.PathLike, dest: str | os.PathLike) -> Pat
     return new_yaml
 
 
+YOLO_INITS = ("scratch", "imagenet", "coco", "file")
+#: ultralytics' task of the checkpoint each init expects.
+_INIT_TASK = {"imagenet": "classify", "coco": "detect"}
+
+
+def check_yolo_init(det_model: Any, weights: str | os.PathLike, init: str) -> dict[str, Any]:
+    """Check that ``weights`` (an ultralytics ``.pt``) is the checkpoint ``init`` expects and fits ``det_model``
+    (a ``DetectionModel``); return what ultralytics will transfer.
+
+    ``imagenet``: a classification checkpoint whose backbone layers (``model.0`` .. ``model.{n-1}``, ``n`` the
+    length of its yaml's backbone) all fit the detector's, i.e. the ``-cls`` model of the same scale. ``coco``: a
+    detection checkpoint. ``file``: anything with at least one tensor that fits.
+
+    Returns:
+        ``{"init", "file", "task", "transferred" (tensor count), "layers" (module indices transferred)}``.
+
+    Raises:
+        FileNotFoundError / ValueError: a missing file, the wrong kind of checkpoint or a scale that does not fit.
+    """
+    from ultralytics.nn.tasks import load_checkpoint  # noqa: PLC0415
+
+    if init not in YOLO_INITS or init == "scratch":
+        raise ValueError(f"init {init!r} reads no file; expected one of {YOLO_INITS[1:]}")
+    if weights is None or not Path(weights).is_file():
+        raise FileNotFoundError(f"YOLO init {init!r}: weights file not found: {weights} (nothing is downloaded; the "
+                                f"workflow stages it, docs/weights.md; on the command line --set yolo.weights=FILE)")
+    src, _ = load_checkpoint(str(weights))
+    task = getattr(src, "task", None)
+    if init in _INIT_TASK and task != _INIT_TASK[init]:
+        raise ValueError(f"{weights}: a {task!r} checkpoint, but init {init!r} expects an ultralytics "
+                         f"{_INIT_TASK[init]!r} checkpoint ({'yolov8n-cls.pt' if init == 'imagenet' else 'yolov8n.pt'})")
+    src_sd, own = src.float().state_dict(), det_model.state_dict()
+    fits = {k for k, v in src_sd.items() if k in own and own[k].shape == v.shape}
+    if init == "imagenet":
+        n = len(src.yaml["backbone"])
+        wanted = {k for k in src_sd if k.startswith("model.") and int(k.split(".")[1]) < n}
+        bad = sorted(wanted - fits)
+        if bad:
+            raise ValueError(f"{weights}: its ImageNet backbone does not fit this detector ({len(bad)} of "
+                             f"{len(wanted)} tensors, e.g. {bad[0]}): use the -cls checkpoint of the same scale")
+        fits = wanted
+    if not fits:
+        raise ValueError(f"{weights}: no tensor fits this YOLO model")
+    layers = sorted({int(k.split(".")[1]) for k in fits if k.startswith("model.")})
+    return {"init": init, "file": str(weights), "task": task, "transferred": len(fits), "layers": layers}
+
+
 def train_yolo(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, model: str = "yolov8n.yaml",
                epochs: int = 100, imgsz: int = 512, batch: int = 16, seed: int = 0, device: str = "cpu",
                weights: str | os.PathLike | None = None, resume: bool = False, workers: int = 0,
-               val: bool = True, **overrides: Any) -> Path:
+               val: bool = True, init: str = "scratch", **overrides: Any) -> Path:
     """Train ``model`` on ``data_yaml`` with ultralytics' trainer; return ``best.pt`` (else ``last.pt``).
 
     Everything is written under ``out_dir`` (``out_dir/train/weights/{best,last}.pt``, ``out_dir/dataset``).
     ``val=False`` skips per-epoch validation (ultralytics still validates after the last epoch).
     ``resume=True`` continues from ``out_dir/train/weights/last.pt`` when it exists (a finished run is
-    returned as is). Extra ``overrides`` go to ``YOLO.train`` (e.g. ``lr0``, ``mosaic``).
+    returned as is). ``init`` / ``weights``: the initialisation (module docstring; ``weights`` is required unless
+    ``init`` is ``scratch``). Extra ``overrides`` go to ``YOLO.train`` (e.g. ``lr0``, ``mosaic``).
     """
+    if init == "scratch" and weights is not None:
+        raise ValueError(f"init 'scratch' but a weights file is named ({weights}); use init 'file' to start from it")
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     _contain_settings(out)
@@ -151,10 +207,9 @@ def train_yolo(data_yaml: str | os.PathLike, out_dir: str | os.PathLike, model: 
     else:
         mirror_dataset(data_yaml, out / "dataset")
         net = YOLO(model)
-        if weights is not None:
-            if not Path(weights).is_file():
-                raise FileNotFoundError(f"YOLO weights not found: {weights} (nothing is downloaded)")
-            net = net.load(str(weights))
+        if init != "scratch":
+            check_yolo_init(net.model, weights, init)
+            args["pretrained"] = str(Path(weights).resolve())  # ultralytics' own transfer (also under DDP)
         with _no_amp_download(device):
             net.train(**args)
     if not last.is_file():

@@ -42,7 +42,7 @@ def build(method: str, preset: str, num_classes: int, scale: int) -> nn.Module:
     from sdconet.models.build import build_model, resolve_config  # noqa: PLC0415
     from sdconet.models.config import preset as model_preset  # noqa: PLC0415
 
-    ov = method_overrides(method, enc_layers=model_preset(preset).enc_layers)
+    ov = method_overrides(method, enc_layers=model_preset(preset, scale=scale).enc_layers)
     ov.update({"model.num_classes": num_classes, "model.lr.scale": scale, "model.swin.pretrained": None})
     cfg, _ = resolve_config({"model": {"preset": preset}, "train": {"epochs": 1, "batch_size": 1}}, ov)
     return build_model(cfg)

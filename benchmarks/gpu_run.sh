@@ -3,7 +3,7 @@
 #   GPU_QUICK=1 runs only: the deformable-attention kernel check (benchmarks/bench_msda.py), the SDCoNet vs serial
 #   benchmark (benchmarks/bench_sdconet.py) and a 2-epoch AMP training run through the CLI.
 #   1. the user's path on CUDA: data CLI -> `python -m sdconet train` (paper preset, AMP, routing phase switch)
-#      -> resume -> `python -m sdconet evaluate --sr`
+#      -> resume -> `python -m sdconet evaluate --run`
 #   2. benchmarks/gpu_checks.py: train images/s and inference latency, fp32 vs fp16/bf16 AMP, SDCoNet vs serial
 #   3. benchmarks/bench_baselines.py on CUDA: SR ms/tile and detector images/s
 # Each step is isolated: a failure is printed and the next step still runs.
@@ -22,11 +22,11 @@ step "demo data (6 scenes, 512 tiles)" bash -c "python3 -m data_prep demo --out 
   python3 -m data_prep partition --tiles $D/data/tiles/annotations.json --out $D/data/partition --ratios train=0.5,val=0.25,test=0.25 >/dev/null && echo ok"
 step "train 2 epochs, paper preset, AMP, SR unfrozen at epoch 1" python3 -m sdconet train --config config/sdconet/paper.yaml \
   --data $D/data --out $D/run --device cuda --set train.epochs=2 --set train.unfreeze_epoch=1 --set train.amp=true --set train.progress=false
-cp $D/run/train_log.jsonl "$OUT/train_log.jsonl" 2>/dev/null
+cp $D/run/train/train_log.jsonl "$OUT/train_log.jsonl" 2>/dev/null
 [ "${GPU_QUICK:-0}" = 1 ] && exit 0
 step "resume to epoch 3" python3 -m sdconet train --config config/sdconet/paper.yaml --data $D/data --out $D/run --device cuda \
   --resume --set train.epochs=3 --set train.unfreeze_epoch=1 --set train.amp=true --set train.progress=false
-cp $D/run/train_log.jsonl "$OUT/train_log.jsonl" 2>/dev/null
-step "evaluate with SR" python3 -m sdconet evaluate --checkpoint $D/run/last.pt --data $D/data --out "$OUT/metrics.json" --sr --device cuda
+cp $D/run/train/train_log.jsonl "$OUT/train_log.jsonl" 2>/dev/null
+step "evaluate with SR" python3 -m sdconet evaluate --run $D/run --out "$OUT/metrics.json" --device cuda
 step "AMP throughput / latency" python3 benchmarks/gpu_checks.py --device cuda --json "$OUT/gpu_checks.json"
 step "baselines on CUDA" python3 benchmarks/bench_baselines.py --devices cuda --runs 20 --warmup 5 --json "$OUT/bench_baselines.json"

@@ -43,7 +43,8 @@ def build_coco(images: list[RawImage], dataset: str, root: Path,
     Boxes are clipped to the image; a box with zero or negative width or height after clipping is
     dropped. ``summary`` counts images, annotations, clipped and dropped boxes and lists
     ``skipped`` images. ``prov`` defaults to ``provenance(config={"dataset", "root"})``. ``cats``
-    (ids 1..C, unique names) defaults to ``categories(dataset)`` of a built-in dataset.
+    (ids 1..C, unique names) defaults to ``categories(dataset)`` of a built-in dataset. An object with a
+    polygon (DOTA) also gets ``segmentation: [[x1, y1, ..., x4, y4]]``, as annotated (not clipped).
     """
     cats = categories(dataset) if cats is None else cats
     cat_id = {c["name"]: c["id"] for c in cats}
@@ -77,6 +78,8 @@ def build_coco(images: list[RawImage], dataset: str, root: Path,
             annotations.append({"id": len(annotations) + 1, "image_id": image_id,
                                 "category_id": cat_id[obj.category], "bbox": [x1, y1, w, h],
                                 "area": w * h, "iscrowd": 0, "difficult": int(obj.difficult)})
+            if obj.polygon is not None:  # oriented object (DOTA): the polygon as annotated, not clipped
+                annotations[-1]["segmentation"] = [[float(v) for v in obj.polygon]]
     root_str = str(Path(root).resolve())
     if prov is None:
         prov = provenance(config={"dataset": dataset, "root": root_str})

@@ -102,7 +102,7 @@ def yolo_label_lines(anns: list[dict[str, Any]], json_size: tuple[int, int], img
     """
     kx, ky = json_size[0] // img_size[0], json_size[1] // img_size[1]
     lines = []
-    for a in anns:
+    for a in [a for a in anns if not a.get("iscrowd", 0)]:  # crowd / DOTA partial (difficulty 2): no target
         cid = a.get("category_id")
         if not isinstance(cid, int) or not 1 <= cid <= num_classes:
             raise UnknownClassError(json_path, None, f"annotation id {a.get('id')}: category_id {cid!r} "

@@ -4,6 +4,15 @@ Input: the converted COCO json of ``docs/formats.md`` section 1. Output (section
 ``OUT/annotations.json`` (``file_name`` = ``images/<stem>__<x0>_<y0>.png``, relative to ``OUT``) and
 ``OUT/summary.json``. The whole ``OUT`` is built in a temporary sibling and renamed into place, so an
 interrupted run leaves no partial output. Output is identical for any worker count.
+
+Two object rules (``docs/formats.md`` section 2):
+
+- box objects (NWPU, HRRSD, demo, user COCO): :func:`keep_object`, kept when ``>= keep_ratio`` of the box
+  lies in the tile, otherwise left out;
+- oriented objects (an annotation whose ``segmentation`` is one 4-corner polygon: DOTA):
+  :func:`keep_polygon`, DOTA_devkit ``ImgSplit.savepatches`` measured on the polygon. Objects kept at or below
+  ``keep_ratio`` are written as devkit difficulty 2 (``difficult: 2, iscrowd: 1``: ignored by the COCO
+  evaluator and left out of every training target).
 """
 from __future__ import annotations
 
@@ -14,7 +23,7 @@ import re
 from collections import Counter
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from PIL import Image
@@ -27,7 +36,9 @@ from benchcore.provenance import provenance
 log = logging.getLogger(__name__)
 
 Box = tuple[float, float, float, float]
-_EPS = 1e-9  # float slack so that an overlap of exactly ``keep_ratio`` is kept
+Point = tuple[float, float]
+_EPS = 1e-9  # float slack: an overlap of exactly ``keep_ratio`` is kept (box rule) / partial (polygon rule)
+PARTIAL_DIFFICULTY = 2  # DOTA_devkit's mark for an object kept at or below the threshold
 
 
 def tile_windows(width: int, height: int, tile: int, gap: int) -> list[tuple[int, int]]:
@@ -77,6 +88,167 @@ def keep_object(box_xyxy: Box, window_xyxy: Box, keep_ratio: float = 0.7) -> Box
     return (cx1, cy1, cx2, cy2)
 
 
+def polygon_area(points: Sequence[Point]) -> float:
+    """Unsigned area of a polygon (shoelace; vertices in order, either orientation)."""
+    n = len(points)
+    if n < 3:
+        return 0.0
+    x0, y0 = points[0]  # relative coordinates: less cancellation far from the origin
+    twice = sum((points[i][0] - x0) * (points[i + 1][1] - y0) - (points[i + 1][0] - x0) * (points[i][1] - y0)
+                for i in range(1, n - 1))
+    return abs(twice) / 2.0
+
+
+def clip_polygon(points: Sequence[Point], window_xyxy: Box) -> list[Point]:
+    """The part of a polygon inside an axis-aligned window (Sutherland-Hodgman, one pass per window side).
+
+    Exact for a convex polygon (DOTA's oriented boxes). A concave one whose cut falls apart comes back as one
+    ring joined by zero-area edges along the window border: its :func:`polygon_area` is still right.
+    Vertices exactly on a side count as inside, so the result may repeat a point (see :func:`polygon_corners`).
+    """
+    out = [(float(x), float(y)) for x, y in points]
+    for axis, bound, keep_low in ((0, window_xyxy[0], False), (0, window_xyxy[2], True),
+                                  (1, window_xyxy[1], False), (1, window_xyxy[3], True)):
+        if not out:
+            break
+        ring, out = out, []
+        prev = ring[-1]
+        prev_in = prev[axis] <= bound if keep_low else prev[axis] >= bound
+        for cur in ring:
+            cur_in = cur[axis] <= bound if keep_low else cur[axis] >= bound
+            if cur_in != prev_in:  # the edge crosses the side: the two ends lie strictly apart on ``axis``
+                other = 1 - axis
+                t = (bound - prev[axis]) * (cur[other] - prev[other]) / (cur[axis] - prev[axis])
+                cut = prev[other] + t
+                out.append((bound, cut) if axis == 0 else (cut, bound))
+            if cur_in:
+                out.append(cur)
+            prev, prev_in = cur, cur_in
+    return out
+
+
+def polygon_corners(points: Sequence[Point], tol: float = 1e-7) -> int:
+    """Number of corners of a polygon: repeated points and straight (180 degree) vertices do not count.
+
+    This is the vertex count of the same region as a geometry library writes it (DOTA_devkit counts the
+    exterior ring of shapely's intersection), independent of how the clipping produced it.
+    """
+    ring: list[Point] = []
+    for p in points:
+        if not ring or abs(p[0] - ring[-1][0]) > tol or abs(p[1] - ring[-1][1]) > tol:
+            ring.append(p)
+    while len(ring) > 1 and abs(ring[0][0] - ring[-1][0]) <= tol and abs(ring[0][1] - ring[-1][1]) <= tol:
+        ring.pop()
+    changed = True
+    while changed and len(ring) >= 3:
+        changed = False
+        for i in range(len(ring)):
+            a, b, c = ring[i - 1], ring[i], ring[(i + 1) % len(ring)]
+            ux, uy, vx, vy = b[0] - a[0], b[1] - a[1], c[0] - b[0], c[1] - b[1]
+            if abs(ux * vy - uy * vx) <= tol * max(1.0, abs(ux) + abs(uy)) * max(1.0, abs(vx) + abs(vy)):
+                del ring[i]  # a, b, c on one line: b is no corner (a spike back along the line neither)
+                changed = True
+                break
+    return len(ring) if len(ring) >= 3 else 0
+
+
+class KeptObject(NamedTuple):
+    """An oriented object as written into one tile: ``box`` in image pixels (the caller subtracts the offset)."""
+
+    box: Box
+    truncated: bool  # the polygon is not wholly inside the tile
+    partial: bool  # kept fraction <= keep_ratio: DOTA_devkit difficulty 2
+
+
+def keep_polygon(points: Sequence[Point], window_xyxy: Box, keep_ratio: float = 0.7) -> KeptObject | None:
+    """DOTA_devkit ``ImgSplit.savepatches`` for one oriented object and one tile (both in image pixels).
+
+    ``f = area(polygon inside the window) / area(polygon)``:
+
+    - polygon wholly inside: written unchanged (its bounding box), not truncated;
+    - ``0 < f < 1``: the window clips the polygon; the cut is written only when it has 4 or 5 corners (the
+      devkit skips cuts of 3 corners and of more than 5), as the bounding box of the cut, with the object's
+      own difficulty when ``f > keep_ratio`` and as a partial object (difficulty 2) when ``f <= keep_ratio``;
+    - ``f == 0`` (apart, or only touching the border) or a polygon of zero area: None.
+    """
+    pts = [(float(x), float(y)) for x, y in points]
+    area = polygon_area(pts)
+    if area <= 0:
+        return None
+    wx1, wy1, wx2, wy2 = window_xyxy
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    if wx1 <= min(xs) and max(xs) <= wx2 and wy1 <= min(ys) and max(ys) <= wy2:
+        return KeptObject((min(xs), min(ys), max(xs), max(ys)), False, False)
+    cut = clip_polygon(pts, window_xyxy)
+    fraction = polygon_area(cut) / area
+    if fraction <= _EPS or polygon_corners(cut) not in (4, 5):
+        return None
+    cx, cy = [p[0] for p in cut], [p[1] for p in cut]
+    box = (float(max(min(cx), wx1)), float(max(min(cy), wy1)), float(min(max(cx), wx2)), float(min(max(cy), wy2)))
+    return KeptObject(box, True, fraction <= keep_ratio + _EPS)
+
+
+def oriented_polygon(ann: dict[str, Any]) -> tuple[Point, ...] | None:
+    """The 4-corner polygon of an oriented (DOTA) annotation: its ``segmentation`` ``[[x1, y1, ..., x4, y4]]``.
+
+    None for a box-only annotation (no ``segmentation``, or one that is not a single 4-corner polygon).
+    """
+    seg = ann.get("segmentation")
+    if not (isinstance(seg, list) and len(seg) == 1 and isinstance(seg[0], list) and len(seg[0]) == 8):
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in seg[0]):
+        return None
+    return tuple((float(seg[0][i]), float(seg[0][i + 1])) for i in range(0, 8, 2))
+
+
+def devkit_window(x0: int, y0: int, tile: int, width: int, height: int) -> Box:
+    """The window DOTA_devkit measures oriented objects on: ``[x0, min(x0 + tile, W - 1)] x [y0, ...]``.
+
+    One pixel short of the image on the last column / row (``SplitSingle``'s ``right = min(left + subsize,
+    weight - 1)``), the tile's full extent elsewhere. Kept as is so that the kept set equals the devkit's.
+    """
+    return (x0, y0, min(x0 + tile, width - 1), min(y0 + tile, height - 1))
+
+
+def tile_objects(objects: Sequence[tuple], offset: tuple[int, int], tile: int, image_size: tuple[int, int],
+                 keep_ratio: float = 0.7) -> tuple[list[dict[str, Any]], int, set[int]]:
+    """Annotations of the tile at ``offset`` (its top-left corner) of a ``(W, H)`` image; also the dropped count
+    and the kept ``ann_id``s.
+
+    ``objects``: ``(ann_id, category_id, (x, y, w, h), difficult, polygon | None)`` per source object, in
+    image pixels. Objects with a polygon follow :func:`keep_polygon` on :func:`devkit_window`, the others
+    :func:`keep_object` on the tile's part inside the image. Boxes come back in tile pixels. Dropped: objects
+    that overlap the tile but are not written in it.
+    """
+    (x0, y0), (width, height) = offset, image_size
+    box_window = (x0, y0, x0 + min(tile, width - x0), y0 + min(tile, height - y0))
+    poly_window = devkit_window(x0, y0, tile, width, height)
+    anns, dropped, kept_ids = [], 0, set()
+    for ann_id, cat, (bx, by, bw, bh), difficult, polygon in objects:
+        box = (bx, by, bx + bw, by + bh)
+        partial = False
+        if polygon is None:
+            clipped = keep_object(box, box_window, keep_ratio)
+            truncated = clipped is not None and clipped != box
+        else:
+            kept = keep_polygon(polygon, poly_window, keep_ratio)
+            clipped, truncated, partial = (None, False, False) if kept is None else kept
+        if clipped is None:
+            if polygon is None:
+                wx1, wy1, wx2, wy2 = box_window
+                touched = min(box[2], wx2) > max(box[0], wx1) and min(box[3], wy2) > max(box[1], wy1)
+            else:
+                touched = polygon_area(clip_polygon(polygon, poly_window)) > _EPS * polygon_area(polygon)
+            dropped += int(touched)  # overlaps this tile but is not written in it
+            continue
+        kept_ids.add(ann_id)
+        x1, y1, x2, y2 = clipped[0] - x0, clipped[1] - y0, clipped[2] - x0, clipped[3] - y0
+        anns.append({"category_id": cat, "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
+                     "iscrowd": int(partial), "truncated": int(truncated),
+                     "difficult": PARTIAL_DIFFICULTY if partial else difficult})
+    return anns, dropped, kept_ids
+
+
 def _decode_rgb(path: Path) -> np.ndarray:
     """Fully decode ``path`` as an RGB uint8 array (raises OSError & co. on corrupt files).
 
@@ -114,7 +286,7 @@ def _tile_one(job: dict[str, Any]) -> dict[str, Any]:
     height, width = rgb.shape[:2]
     if (width, height) != (job["width"], job["height"]):
         return {"error": f"decoded size {width}x{height} differs from the json's {job['width']}x{job['height']}"}
-    tiles, dropped, kept_ids = [], 0, set()
+    tiles, dropped, kept_ids, partial = [], 0, set(), 0
     for x0, y0 in tile_windows(width, height, tile, job["gap"]):
         vw, vh = min(tile, width - x0), min(tile, height - y0)
         crop = rgb[y0:y0 + vh, x0:x0 + vw]
@@ -124,22 +296,13 @@ def _tile_one(job: dict[str, Any]) -> dict[str, Any]:
             crop = canvas
         name = f"{job['stem']}__{x0}_{y0}.png"
         _write_png(Path(job["out_images"]) / name, crop, job["writer"])
-        anns, window = [], (x0, y0, x0 + vw, y0 + vh)
-        for ann_id, cat, (bx, by, bw, bh), difficult in job["anns"]:
-            box = (bx, by, bx + bw, by + bh)
-            clipped = keep_object(box, window, job["keep_ratio"])
-            if clipped is None:
-                inside = min(box[2], window[2]) > max(box[0], window[0]) and \
-                    min(box[3], window[3]) > max(box[1], window[1])
-                dropped += int(inside)  # touched this tile but below the keep ratio
-                continue
-            kept_ids.add(ann_id)
-            x1, y1, x2, y2 = clipped[0] - x0, clipped[1] - y0, clipped[2] - x0, clipped[3] - y0
-            anns.append({"category_id": cat, "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1),
-                         "iscrowd": 0, "truncated": int(clipped != box), "difficult": difficult})
+        anns, n_dropped, ids = tile_objects(job["anns"], (x0, y0), tile, (width, height), job["keep_ratio"])
+        dropped, partial = dropped + n_dropped, partial + sum(a["iscrowd"] for a in anns)
+        kept_ids |= ids
         tiles.append({"name": name, "offset": [x0, y0], "valid_size": [vw, vh],
                       "width": crop.shape[1], "height": crop.shape[0], "anns": anns})
-    return {"error": None, "tiles": tiles, "dropped": dropped, "lost": len(job["anns"]) - len(kept_ids)}
+    return {"error": None, "tiles": tiles, "dropped": dropped, "partial": partial,
+            "lost": len(job["anns"]) - len(kept_ids)}
 
 
 def _tile_stems(file_names: list[str]) -> list[str]:
@@ -176,9 +339,14 @@ def split_dataset(coco_json: str | Path, image_root: str | Path, out_dir: str | 
     ``max_source_images``: tile only a seeded random subset of that many source images (a small-budget
     run on real data; the summary records it). None tiles them all.
 
-    Counts: ``objects_in`` source objects on tiled images; ``objects_kept`` tile annotations written
-    (an object in an overlap is counted once per tile); ``objects_dropped`` (object, tile) pairs that
-    overlap but fall below ``keep_ratio``; ``objects_lost`` source objects kept in no tile at all.
+    Objects follow :func:`keep_object` (boxes) or :func:`keep_polygon` (oriented objects: annotations whose
+    ``segmentation`` is one 4-corner polygon); see the module docstring.
+
+    Counts: ``objects_in`` source objects on tiled images, ``objects_oriented`` of them measured on their
+    polygon; ``objects_kept`` tile annotations written (an object in an overlap is counted once per tile),
+    ``objects_partial`` of them partial (difficulty 2, ``iscrowd`` 1); ``objects_dropped`` (object, tile)
+    pairs that overlap but are not written (box below ``keep_ratio``; polygon cut of 3 or more than 5
+    corners); ``objects_lost`` source objects written in no tile at all.
     """
     coco_json, image_root = Path(coco_json), Path(image_root)
     tile_windows(tile, tile, tile, gap)  # validate tile/gap before any work
@@ -207,16 +375,17 @@ def split_dataset(coco_json: str | Path, image_root: str | Path, out_dir: str | 
               "strict": strict, "writer": writer, "source_json": str(coco_json), "image_root": str(image_root)}
     summary: dict[str, Any] = {"images_in": len(selected), "excluded_negative": len(images) - n_eligible,
                                "excluded_by_subset": n_eligible - len(selected),
-                               "images_tiled": 0, "tiles": 0, "objects_in": 0, "objects_kept": 0,
-                               "objects_dropped": 0, "objects_lost": 0, "skipped_images": []}
+                               "images_tiled": 0, "tiles": 0, "objects_in": 0, "objects_oriented": 0,
+                               "objects_kept": 0, "objects_partial": 0, "objects_dropped": 0, "objects_lost": 0,
+                               "skipped_images": []}
     out_images, out_anns = [], []
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         jobs = [{"path": str(image_root / im["file_name"]), "width": im["width"], "height": im["height"],
                  "stem": stem, "out_images": str(tmp / "images"), "tile": tile, "gap": gap, "pad": pad,
                  "keep_ratio": keep_ratio, "writer": writer,
-                 "anns": [(a["id"], a["category_id"], tuple(a["bbox"]), int(a.get("difficult", 0)))
-                          for a in by_image.get(im["id"], [])]}
+                 "anns": [(a["id"], a["category_id"], tuple(a["bbox"]), int(a.get("difficult", 0)),
+                           oriented_polygon(a)) for a in by_image.get(im["id"], [])]}
                 for im, stem in zip(selected, _tile_stems([im["file_name"] for im in selected]))]
         results = _run_jobs(jobs, max(1, min(workers, len(jobs))), progress)
         with contextlib.closing(results):  # stop the pool before atomic_dir removes tmp on error
@@ -229,6 +398,8 @@ def split_dataset(coco_json: str | Path, image_root: str | Path, out_dir: str | 
                     continue
                 summary["images_tiled"] += 1
                 summary["objects_in"] += len(job["anns"])
+                summary["objects_oriented"] += sum(a[4] is not None for a in job["anns"])
+                summary["objects_partial"] += res["partial"]
                 summary["objects_dropped"] += res["dropped"]
                 summary["objects_lost"] += res["lost"]
                 for t in res["tiles"]:
@@ -254,4 +425,5 @@ def split_dataset(coco_json: str | Path, image_root: str | Path, out_dir: str | 
     return summary
 
 
-__all__ = ["keep_object", "split_dataset", "tile_windows"]
+__all__ = ["PARTIAL_DIFFICULTY", "KeptObject", "clip_polygon", "devkit_window", "keep_object", "keep_polygon",
+           "oriented_polygon", "polygon_area", "polygon_corners", "split_dataset", "tile_objects", "tile_windows"]

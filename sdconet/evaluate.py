@@ -5,7 +5,9 @@ HR pixels, ``scores`` (K,) and ``labels`` (K,) in 0..C-1; ``model(images, None, 
 ``(detections, sr)`` with ``sr`` (B, 3, 2h, 2w) in the normalised colour space of the input.
 
 Detections become COCO results: ``category_id = label + 1``, ``bbox = [x, y, w, h]``, the tile's COCO image
-id. COCO AP keeps the ``max_dets`` highest-scoring boxes per image (the model may emit more, e.g. 300).
+id. COCO AP keeps the ``max_dets`` highest-scoring boxes per image and class (the model may emit more, e.g. 300);
+``protocol="mmdet"`` scores as the released code (mmdetection ``CocoMetric``: AP50 / AP75 / AP_s/m/l over all of
+them, :func:`benchcore.metrics.detection.coco_evaluate`).
 
 SR metrics: the SR output and the HR reference (``target["hr"]`` with an offline LR set, else the
 normalised HR input) are de-normalised to uint8 RGB and scored with :mod:`benchcore.metrics.sr`. The default
@@ -63,7 +65,8 @@ def _sr_rows(sr: Tensor, ref: Tensor, crop_border: int, test_y_channel: bool) ->
 
 def evaluate(model: nn.Module, dataset: Any, coco_gt: dict | str | Path, device: torch.device | str,
              batch_size: int = 2, sr: bool = False, max_dets: int = 100, *, crop_border: int | None = None,
-             test_y_channel: bool = True, workers: int = 0, amp: bool = False) -> dict[str, Any]:
+             test_y_channel: bool = True, workers: int = 0, amp: bool = False,
+             protocol: str = "coco") -> dict[str, Any]:
     """Run ``model`` over ``dataset`` (in order, no augmentation expected) and score it.
 
     Args:
@@ -79,6 +82,7 @@ def evaluate(model: nn.Module, dataset: Any, coco_gt: dict | str | Path, device:
         test_y_channel: score the Y channel (BasicSR convention) instead of RGB.
         workers: DataLoader workers.
         amp: float16 autocast (CUDA only).
+        protocol: the AP protocol, ``"coco"`` or ``"mmdet"`` (:func:`benchcore.metrics.detection.coco_evaluate`).
 
     Returns:
         ``{"detection": coco_evaluate(...) dict, "sr": {"psnr", "ssim", "n", "crop_border", "test_y_channel"} |
@@ -113,7 +117,7 @@ def evaluate(model: nn.Module, dataset: Any, coco_gt: dict | str | Path, device:
                 dets.extend(outputs_to_coco(outputs, [int(t["image_id"]) for t in targets]))
     finally:
         core.train(was_training)
-    detection = coco_evaluate(coco_gt, dets, max_dets=max_dets)
+    detection = coco_evaluate(coco_gt, dets, max_dets=max_dets, protocol=protocol)
     sr_res = None
     if sr:
         sr_res = {"psnr": float(np.mean([r[0] for r in rows])), "ssim": float(np.mean([r[1] for r in rows])),

@@ -60,6 +60,8 @@ OFFICIAL_FLAGS: dict[str, Any] = {
     "bg_embed_size": 200,
     "sr_decoder": {"official_view_quirk": True, "keep_unused": True, "add_rgb_mean": True, "size_align": "resize"},
     "lr": {"kernel": "bicubic", "on_the_fly": True},
+    "head_init": "copies",
+    "neck": {"sr_conv_init": "kaiming_fan_out"},
 }
 
 _WB = r"(weight|bias)"
@@ -408,7 +410,7 @@ def official_config(model_config: Mapping[str, Any] | None = None, *,
         "swin": swin, "sr_decoder": sr_dec,
         "lr": {**flags.pop("lr"), "scale": int(sr.get("upscale", RELEASED_SR_UPSCALE))},
         "neck": {"out_channels": hidden, "num_groups": int(_get(neck, "norm_cfg.num_groups", 32)),
-                 "sr_channels": 2 * int((neck.get("in_channels") or [192, 384, 768])[-1])},
+                 "sr_channels": 2 * int((neck.get("in_channels") or [192, 384, 768])[-1]), **flags.pop("neck")},
         "saliency": {"alpha_mode": "fixed" if kind == "SA_DINO_SR_GR" else "learnable", "alpha_init": 1.0,
                      "loss_weight": float(sal.get("loss_weight", 2.0)), "focal_alpha": float(sal.get("alpha", 0.25)),
                      "focal_gamma": float(sal.get("gamma", 2.0))},

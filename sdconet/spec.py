@@ -5,6 +5,7 @@ The settings of a run are resolved here, once, in this order (later wins)::
     model/train YAML (config/sdconet/*.yaml)
       < the experiments row's switches (saliency, sr_branch, routing, ... : sdconet.methods)
       < the workflow's ``sdconet.set`` (or the CLI's ``--set``)
+      < the workflow's ``sdconet.rows.<row id>`` (per-row overrides, e.g. the released ablation schedules)
       < the row's ``set`` cell
       < what the run owns: lr.scale = the degradation's scale (also the SR decoder's upscale), lr.on_the_fly,
         num_classes = the dataset's categories, train.seed = the run's seed
@@ -64,10 +65,26 @@ def parse_items(items: Sequence[str] | Mapping[str, Any] | None, source: str) ->
         raise SpecError(f"{source}: {exc}") from None
 
 
+def check_row_ids(rows: Mapping[str, Any] | None, sdconet_ids: Sequence[str], all_ids: Sequence[str] = (),
+                  source: str = "sdconet.rows") -> None:
+    """Raise :class:`SpecError` naming ``source.<id>`` when a key of ``rows`` (the workflow's per-row overrides) is
+    not an SDCoNet row of the sheet (``sdconet_ids``; ``all_ids``: every id of the sheet, to tell a serial row from
+    a typo) or its value is not a mapping of dotted keys."""
+    for rid, items in (rows or {}).items():
+        if rid not in sdconet_ids:
+            what = "a serial row (use baselines.set or its 'set' cell)" if rid in all_ids else "not a row of the sheet"
+            raise SpecError(f"{source}.{rid}: {what}; SDCoNet rows: {list(sdconet_ids)}")
+        if not isinstance(items, Mapping):
+            raise SpecError(f"{source}.{rid}: must map dotted keys to values, e.g. {{train.epochs: 36}}")
+
+
 def resolve_settings(config_file: str | Path, row: Mapping[str, Any], degradation: Mapping[str, Any],
                      num_classes: int, seed: int, sets: Sequence[str] | Mapping[str, Any] | None = None,
-                     row_sets: Sequence[str] | None = None) -> dict[str, Any]:
+                     row_sets: Sequence[str] | None = None,
+                     row_overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The merged ``{"model": SDCoNetConfig dict, "train": TrainConfig dict}`` of one run (order: module docstring).
+
+    ``row_overrides``: this row's entry of the workflow's ``sdconet.rows`` (dotted keys), applied after ``sets``.
 
     Raises:
         SpecError / sdconet.models.config.ConfigError: naming the file or source and the key.
@@ -84,42 +101,70 @@ def resolve_settings(config_file: str | Path, row: Mapping[str, Any], degradatio
         _check_not_owned([f"{s}.{k}" for s in ("model", "train") for k in flatten(doc.get(s) or {})], str(path))
     user = parse_items(sets, "sdconet.set")
     _check_not_owned(list(user), "sdconet.set")
+    rows_src = f"sdconet.rows.{row.get('id')}"
+    per_row = parse_items(row_overrides, rows_src)
+    _check_not_owned(list(per_row), rows_src)
     row_items = parse_items(row_sets, f"experiments row {row.get('id')!r}, column 'set'")
     _check_not_owned(list(row_items), f"experiments row {row.get('id')!r}, column 'set'")
     owned = {"model.lr.scale": int(degradation["scale"]), "model.lr.on_the_fly": lr_on_the_fly(degradation),
              "model.num_classes": int(num_classes), "train.seed": int(seed)}
     method_row(row)  # an SDCoNet row (ValueError otherwise)
-    # Resolve layer by layer so that an error names where the bad key is: the file, the workflow's overrides,
-    # or the row's cell (each pass is a pure dataclass build, milliseconds).
+    # Resolve layer by layer so that an error names where the bad key is: the file, the workflow's overrides
+    # (sdconet.set, sdconet.rows) or the row's cell (each pass is a pure dataclass build, milliseconds).
     row_src = f"experiments row {row.get('id')!r}, column 'set'"
     resolve_config(doc, owned, method=row, source=str(path))
     if user:
         resolve_config(doc, {**user, **owned}, method=row, source="sdconet.set")
-    cfg, train = resolve_config(doc, {**user, **row_items, **owned}, method=row, source=row_src)
+    if per_row:
+        resolve_config(doc, {**user, **per_row, **owned}, method=row, source=rows_src)
+    cfg, train = resolve_config(doc, {**user, **per_row, **row_items, **owned}, method=row, source=row_src)
     return {"model": strict_json(to_dict(cfg)), "train": train}
+
+
+def swin_init(swin: dict[str, Any], store: str) -> dict[str, Any]:
+    """Resolve ``swin.pretrained`` (``scratch`` / null, ``imagenet``, a local file, ``timm``) in place into what the
+    encoder loads (the staged catalogue file for ``imagenet``, None for scratch); return the ``settings.init``
+    record (:func:`benchcore.weights.resolve_init`)."""
+    from benchcore.weights import WeightsError, resolve_init  # noqa: PLC0415
+
+    try:
+        rec = resolve_init("swin_t", swin["pretrained"], store, source="model.swin.pretrained")
+    except WeightsError as exc:
+        raise SpecError(str(exc)) from None
+    if rec["init"] != "timm":
+        swin["pretrained"] = rec["file"]
+    return rec
 
 
 def build_spec(*, results: str, dataset: str, degradation: Mapping[str, Any], row: Mapping[str, Any], seed: int,
                config_file: str | Path, num_classes: int, sets: Sequence[str] | Mapping[str, Any] | None = None,
                experiments: str | None = None, out: str | None = None, data: str | None = None,
-               lr_dir: str | None = None, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+               lr_dir: str | None = None, class_names: Sequence[str] | None = None,
+               rows: Mapping[str, Mapping[str, Any]] | None = None,
+               weights_dir: str | None = None) -> dict[str, Any]:
     """The run specification of an SDCoNet row (``benchcore.runspec`` layout).
 
     ``data`` / ``lr_dir`` / ``out`` default to the workflow's path grammar under ``results``; the CLI passes its own.
+    ``rows``: the workflow's ``sdconet.rows`` ({row id: {dotted key: value}}); this row's entry is applied after
+    ``sets`` and recorded in ``sources.rows``. ``weights_dir``: where the weights stage puts the published files
+    (default ``results/weights``); ``model.swin.pretrained: imagenet`` becomes that folder's Swin-T file
+    (:func:`swin_init`).
     """
     from benchcore.experiments import row_sets  # noqa: PLC0415
 
     row = {k: v for k, v in dict(row).items() if k != "line"}
     method = row["id"]
+    per_row = dict((rows or {}).get(method) or {})
     settings = resolve_settings(config_file, row, degradation, num_classes, seed, sets,
-                                row_sets(row, f"experiments row {method!r}"))
+                                row_sets(row, f"experiments row {method!r}"), per_row)
+    settings["init"] = swin_init(settings["model"]["swin"], weights_dir or f"{results}/weights")
     data = data or f"{results}/data/{dataset}"
     offline = not settings["model"]["lr"]["on_the_fly"]
     paths = {"data": data, "partition": f"{data}/partition", "tiles": f"{data}/tiles",
              "lr": (lr_dir or f"{data}/{degradation['name']}/lr") if offline else None,
              "out": out or run_dir(results, dataset, degradation["name"], method, seed)}
-    sources = {"config": str(config_file), "sets": parse_items(sets, "sdconet.set"), "experiments": experiments,
-               "classes": list(class_names) if class_names is not None else None}
+    sources = {"config": str(config_file), "sets": parse_items(sets, "sdconet.set"), "rows": per_row,
+               "experiments": experiments, "classes": list(class_names) if class_names is not None else None}
     return make_spec("sdconet", dataset, seed, degradation, paths, settings, sources, method=row)
 
 
@@ -169,10 +214,11 @@ def train_from_spec(spec: Mapping[str, Any], resume: bool = False, device: str |
 
 def evaluate_from_spec(spec: Mapping[str, Any], spec_path: str | Path | None = None, split: str = "test",
                        n_boot: int = 0, batch_size: int = 2, device: str = "auto",
-                       sr_rgb: bool = False, out: str | Path | None = None) -> dict[str, Any]:
+                       sr_rgb: bool = False, out: str | Path | None = None, protocol: str = "coco") -> dict[str, Any]:
     """Evaluate ``paths.out/train/last.pt`` on ``split`` and write ``out`` (default ``paths.out/metrics.json``)
     + ``detections.json`` beside it (+ bootstrap CIs when ``n_boot``). The SR output is scored when the model
-    has an SR branch."""
+    has an SR branch. ``protocol``: the AP protocol (the workflow's ``evaluation.protocol``: ``coco`` or
+    ``mmdet``, :func:`benchcore.metrics.detection.coco_evaluate`), recorded in the detection block."""
     from benchcore.runspec import provenance_block  # noqa: PLC0415
     from sdconet.checkpoint import load_checkpoint  # noqa: PLC0415
     from sdconet.data import TileDataset  # noqa: PLC0415
@@ -194,7 +240,7 @@ def evaluate_from_spec(spec: Mapping[str, Any], spec_path: str | Path | None = N
     state = load_checkpoint(ckpt, model, restore_rng=False)
     model.to(dev)
     kw: dict[str, Any] = {"crop_border": 0, "test_y_channel": False} if sr_rgb else {}
-    res = evaluate(model, ds, ds.coco, dev, batch_size=batch_size, sr=cfg.use_sr, **kw)
+    res = evaluate(model, ds, ds.coco, dev, batch_size=batch_size, sr=cfg.use_sr, protocol=protocol, **kw)
     summ = parameter_summary(model)
     eff = {"params": summ["totals"]["total"], "params_inference": summ["totals"]["inference_path"],
            "params_millions": summ["millions"]}

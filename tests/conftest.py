@@ -59,3 +59,28 @@ def run_workflow():
         return r.stdout + r.stderr
 
     return run
+
+
+@pytest.fixture(scope="session")
+def copy_sheet():
+    """``copy_sheet(dest, set_cells={id: cell}, extra_rows=[{column: value}])``: the repository's experiments sheet
+    written to ``dest`` with some rows' ``set`` cells replaced and rows appended (columns by name; "-" where a row
+    leaves a column out). Returns ``dest``."""
+    import csv
+
+    def write(dest: Path, set_cells: dict | None = None, extra_rows: list | None = None) -> Path:
+        with (REPO_ROOT / "config" / "experiments.tsv").open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh, delimiter="\t"))
+        header = list(rows[0])
+        if "set" not in header:
+            header.insert(header.index("notes") if "notes" in header else len(header), "set")
+        for row in rows:
+            row["set"] = (set_cells or {}).get(row["id"], row.get("set") or "-")
+        rows += [{h: extra.get(h, "-") for h in header} for extra in extra_rows or []]
+        with dest.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=header, delimiter="\t", lineterminator="\n")
+            w.writeheader()
+            w.writerows({h: (r.get(h) if r.get(h) is not None else "") for h in header} for r in rows)
+        return dest
+
+    return write

@@ -9,7 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from benchcore.metrics.detection import COCO_KEYS, coco_evaluate, scale_boxes_to_hr, voc_map50
+from benchcore.metrics.detection import (COCO_KEYS, PROTOCOLS, coco_evaluate, protocol_keys, scale_boxes_to_hr,
+                                        voc_map50)
 
 
 def _random_case(n_images: int = 20, n_cats: int = 4, seed: int = 0) -> tuple[dict, list[dict]]:
@@ -59,6 +60,74 @@ def test_matches_pycocotools_run_directly() -> None:
         assert ours[key] == (None if ref == -1 else pytest.approx(float(ref), abs=1e-12)), key
     assert ours["num_images"] == 20 and ours["num_detections"] == len(dets)
     assert 0.05 < ours["AP"] < 0.95  # a non-trivial case
+
+
+def _crowded_case(n_images: int = 3, seed: int = 0) -> tuple[dict, list[dict]]:
+    """Images with 130 objects of one class and 280 detections each (most of a 300-query detector's output): 130
+    noisy hits and 150 lower-scored false positives, so a 100-detection cap drops about 30 hits per image."""
+    rng = np.random.default_rng(seed)
+    images = [{"id": i + 1, "width": 512, "height": 512} for i in range(n_images)]
+    anns, dets = [], []
+    for im in images:
+        for j in range(130):
+            x, y = 4 + 38 * (j % 13), 4 + 50 * (j // 13)
+            w, h = rng.uniform(12, 34), rng.uniform(12, 44)  # small and medium boxes
+            anns.append({"id": len(anns) + 1, "image_id": im["id"], "category_id": 1, "bbox": [x, y, w, h],
+                         "area": w * h, "iscrowd": 0})
+            dets.append({"image_id": im["id"], "category_id": 1, "score": float(rng.uniform(0.2, 1.0)),
+                         "bbox": [x + rng.normal(0, 2), y + rng.normal(0, 2), w, h]})
+        for _ in range(150):
+            dets.append({"image_id": im["id"], "category_id": 1, "score": float(rng.uniform(0.0, 0.7)),
+                         "bbox": [float(v) for v in rng.uniform(0, 480, 2)] + [20.0, 20.0]})
+    return {"images": images, "categories": [{"id": 1, "name": "car"}], "annotations": anns}, dets
+
+
+def _pycocotools_stats(gt: dict, dets: list[dict], max_dets: list[int]) -> np.ndarray:
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        cg = COCO()
+        cg.dataset = copy.deepcopy(gt)
+        cg.createIndex()
+        cd = cg.loadRes(copy.deepcopy(dets))
+        ev = COCOeval(cg, cd, "bbox")
+        ev.params.maxDets = max_dets
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats
+
+
+def test_mmdet_protocol_matches_pycocotools_with_mmdet_maxdets() -> None:
+    """mmdetection's CocoMetric sets maxDets = proposal_nums = (100, 300, 1000) and reads summarize()'s stats."""
+    gt, dets = _crowded_case()
+    ref = _pycocotools_stats(gt, dets, [100, 300, 1000])
+    ours = coco_evaluate(gt, dets, protocol="mmdet")
+    keys = protocol_keys("mmdet")
+    assert keys[6:9] == ("AR100", "AR300", "AR1000") and PROTOCOLS["mmdet"] == (100, 300, 1000)
+    for key, r in zip(keys, ref):
+        assert ours[key] == (None if r == -1 else pytest.approx(float(r), abs=1e-12)), key
+    assert ours["protocol"] == "mmdet" and ours["max_dets"] == [100, 300, 1000]
+    coco = coco_evaluate(gt, dets)  # protocol "coco": every key at 100
+    assert coco["protocol"] == "coco" and coco["max_dets"] == [1, 10, 100]
+    for key, r in zip(COCO_KEYS, _pycocotools_stats(gt, dets, [1, 10, 100])):
+        assert coco[key] == (None if r == -1 else pytest.approx(float(r), abs=1e-12)), key
+    # mAP is read at 100 detections in both; AP50, AP75 and the size bins see all 280 outputs under mmdet
+    assert ours["AP"] == pytest.approx(coco["AP"], abs=1e-12)
+    for key in ("AP50", "AP75", "AP_s", "AP_m"):
+        assert ours[key] > coco[key] + 0.05, key
+    assert ours["AR100"] == pytest.approx(coco["AR100"], abs=1e-12) and ours["AR1000"] > ours["AR100"]
+    # per class: mmdetection's classwise table reads the last maxDets (1000)
+    assert ours["per_class"]["car"] > coco["per_class"]["car"] + 0.05
+
+
+def test_protocol_is_checked() -> None:
+    gt, dets = _crowded_case(n_images=1)
+    with pytest.raises(ValueError, match="unknown evaluation protocol 'voc'"):
+        coco_evaluate(gt, dets, protocol="voc")
+    with pytest.raises(ValueError, match="fixed maxDets"):
+        coco_evaluate(gt, dets, protocol="mmdet", max_dets=300)
 
 
 def test_perfect_predictions_score_one_and_gt_is_not_mutated() -> None:

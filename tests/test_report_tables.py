@@ -94,8 +94,8 @@ def test_real_sheet_loads():
 
 
 HEADER = SHEET.read_text().splitlines()[0]
-GOOD = "a\tserial\tA\tyolov8n\tsr\tedsr\t-\t-\t-\t-\t-\t-\t-\tnote"
-GOOD_ABL = "b\tablation\tB\tsdconet\tlr\tjoint\tyes\tyes\tyes\tschedule\t1,1,1,1\t1,0.8\tfixed\t"
+GOOD = "a\tserial\tA\tyolov8n\tsr\tedsr\t-\t-\t-\t-\t-\t-\t-\t\tnote"  # the set cell empty
+GOOD_ABL = "b\tablation\tB\tsdconet\tlr\tjoint\tyes\tyes\tyes\tschedule\t1,1,1,1\t1,0.8\tfixed\t-\t"
 
 
 @pytest.mark.parametrize("lines,line,column", [

@@ -26,20 +26,13 @@ MAIN_ONLY = ["yolov8n_hr", NEW_ROW]
 
 
 @pytest.fixture(scope="module")
-def scales_run(repo_root, tmp_path_factory, run_workflow):
+def scales_run(repo_root, tmp_path_factory, run_workflow, copy_sheet):
     work = tmp_path_factory.mktemp("scales_wf")
-    sheet = (repo_root / "config" / "experiments.tsv").read_text().rstrip("\n").split("\n")
-    header = sheet[0].split("\t")
-    assert header[-1] == "notes"
-    header.insert(len(header) - 1, "set")  # the optional per-row settings column
-    rows = ["\t".join(header)]
-    for line in sheet[1:]:
-        cells = line.split("\t")
-        rows.append("\t".join(cells[:-1] + ["-", cells[-1]]))
-    rows.append("\t".join([NEW_ROW, "ablation", "saliency loss x4", "sdconet", "lr", "joint", "yes", "yes", "yes",
-                           "schedule", "1,1,1,1", "1,1,1,1,1,1", "fixed", "model.saliency.loss_weight=8.0",
-                           "a user's row: the saliency loss weighted 8 instead of 2"]))
-    (work / "my_sheet.tsv").write_text("\n".join(rows) + "\n")
+    copy_sheet(work / "my_sheet.tsv", extra_rows=[{
+        "id": NEW_ROW, "kind": "ablation", "display": "saliency loss x4", "detector": "sdconet", "input": "lr",
+        "sr_model": "joint", "saliency": "yes", "shared_encoder": "yes", "sr_branch": "yes", "routing": "schedule",
+        "level_filter_ratio": "1,1,1,1", "layer_filter_ratio": "1,1,1,1,1,1", "alpha": "fixed",
+        "set": "model.saliency.loss_weight=8.0", "notes": "a user's row: the saliency loss weighted 8 instead of 2"}])
 
     cfg = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
     cfg.update({

@@ -45,18 +45,10 @@ def test_baselines_set_typo(repo_root, tmp_path):
     assert "baselines.set" in line and "'epoch'" in line and "did you mean 'epochs'" in line
 
 
-def test_sheet_set_cell_typo_and_owned_key(repo_root, tmp_path):
+def test_sheet_set_cell_typo_and_owned_key(repo_root, tmp_path, copy_sheet):
     def edit(cfg, tmp):
-        rows = (repo_root / "config" / "experiments.tsv").read_text().rstrip("\n").split("\n")
-        header = rows[0].split("\t")
-        header.insert(len(header) - 1, "set")
-        out = ["\t".join(header)]
-        for line in rows[1:]:
-            cells = line.split("\t")
-            cell = "model.saliency.los_weight=4.0" if cells[0] == "sdconet_no_saliency" else "-"
-            out.append("\t".join(cells[:-1] + [cell, cells[-1]]))
-        (tmp / "sheet.tsv").write_text("\n".join(out) + "\n")
-        cfg["experiments"] = str(tmp / "sheet.tsv")
+        sheet = copy_sheet(tmp / "sheet.tsv", set_cells={"sdconet_no_saliency": "model.saliency.los_weight=4.0"})
+        cfg["experiments"] = str(sheet)
     line = _dry_run(repo_root, tmp_path, edit)
     assert "row 'sdconet_no_saliency', column 'set'" in line and "did you mean 'saliency.loss_weight'" in line
 

@@ -12,6 +12,11 @@ Conventions shared by every function here:
 - ``difficult`` / ``ignore``: COCO mode keeps pycocotools' behaviour, where only ``iscrowd=1`` makes a
   GT box ignored (pycocotools overwrites ``ignore`` with ``iscrowd`` and knows nothing of ``difficult``);
   set ``iscrowd=1`` on difficult boxes to ignore them there. VOC mode honours ``difficult`` as VOC does.
+- Protocols of :func:`coco_evaluate` (:data:`PROTOCOLS`): ``"coco"`` scores every AP key at 100 detections
+  (``maxDets = [1, 10, 100]``, the COCO standard). ``"mmdet"`` is mmdetection's ``CocoMetric`` default, the
+  released SDCoNet code's scoring: ``maxDets = [100, 300, 1000]``, where pycocotools' ``summarize()`` reports
+  AP at 100 detections but AP50, AP75, AP_s, AP_m, AP_l at 1,000 (every output of a 300-query detector) and
+  AR at 100 / 300 / 1000. pycocotools caps detections per image **and category**, not per image.
 """
 from __future__ import annotations
 
@@ -84,13 +89,45 @@ def _category_names(gt: dict) -> dict[int, str]:
     return names
 
 
-# key -> (AP or AR, IoU threshold or None for .50:.95, area range, index into maxDets)
-_SPEC: dict[str, tuple[str, float | None, str, int]] = {
-    "AP": ("ap", None, "all", 2), "AP50": ("ap", 0.5, "all", 2), "AP75": ("ap", 0.75, "all", 2),
-    "AP_s": ("ap", None, "small", 2), "AP_m": ("ap", None, "medium", 2), "AP_l": ("ap", None, "large", 2),
-    "AR1": ("ar", None, "all", 0), "AR10": ("ar", None, "all", 1), "AR100": ("ar", None, "all", 2),
-    "AR_s": ("ar", None, "small", 2), "AR_m": ("ar", None, "medium", 2), "AR_l": ("ar", None, "large", 2),
-}
+#: Scoring protocols: name -> pycocotools ``maxDets`` (the COCO standard; mmdetection ``CocoMetric``'s
+#: ``proposal_nums`` default, which the released SDCoNet code scores with).
+PROTOCOLS: dict[str, tuple[int, int, int]] = {"coco": (1, 10, 100), "mmdet": (100, 300, 1000)}
+
+
+def protocol_keys(protocol: str = "coco") -> tuple[str, ...]:
+    """The metric keys of a protocol, in ``COCOeval.summarize()``'s ``stats`` order.
+
+    ``coco``: :data:`COCO_KEYS`. ``mmdet``: the AR keys name their maxDets (``AR100, AR300, AR1000``); the
+    size-binned ``AR_s`` / ``AR_m`` / ``AR_l`` are at 1000 there.
+    """
+    md = _max_dets(protocol)
+    return (*COCO_KEYS[:6], *(f"AR{m}" for m in md), *COCO_KEYS[9:])
+
+
+def _max_dets(protocol: str, max_dets: int = 100) -> tuple[int, int, int]:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown evaluation protocol {protocol!r}; choose one of {sorted(PROTOCOLS)}")
+    if protocol == "coco":
+        return (1, 10, int(max_dets))
+    if max_dets != 100:
+        raise ValueError(f"protocol 'mmdet' has fixed maxDets {list(PROTOCOLS['mmdet'])}; max_dets={max_dets} "
+                         "applies to the 'coco' protocol only")
+    return PROTOCOLS["mmdet"]
+
+
+def _spec(protocol: str, max_dets: int = 100) -> dict[str, tuple[str, float | None, str, int]]:
+    """key -> (AP or AR, IoU threshold or None for .50:.95, area range, index into maxDets).
+
+    As ``COCOeval._summarizeDets``: AP at the maxDets entry equal to 100 (the coco protocol: at ``max_dets``, the
+    last entry), the other AP keys and the size-binned AR at the last entry, the three AR keys at each entry.
+    """
+    md = _max_dets(protocol, max_dets)
+    ap_at = md.index(100) if protocol == "mmdet" else 2
+    keys = protocol_keys(protocol)
+    return {keys[0]: ("ap", None, "all", ap_at), keys[1]: ("ap", 0.5, "all", 2), keys[2]: ("ap", 0.75, "all", 2),
+            keys[3]: ("ap", None, "small", 2), keys[4]: ("ap", None, "medium", 2), keys[5]: ("ap", None, "large", 2),
+            keys[6]: ("ar", None, "all", 0), keys[7]: ("ar", None, "all", 1), keys[8]: ("ar", None, "all", 2),
+            keys[9]: ("ar", None, "small", 2), keys[10]: ("ar", None, "medium", 2), keys[11]: ("ar", None, "large", 2)}
 
 
 def _mean_valid(s: np.ndarray) -> float | None:
@@ -100,7 +137,7 @@ def _mean_valid(s: np.ndarray) -> float | None:
 
 
 def _evaluate(gt: dict, dets: list[dict], max_dets: int, per_class: bool, quiet: bool,
-              only: str | None = None) -> dict[str, Any]:
+              only: str | None = None, protocol: str = "coco") -> dict[str, Any]:
     """Score already normalised ``gt`` and validated ``dets`` (no copies; also used by the bootstrap).
 
     ``only`` restricts pycocotools to the area range (and IoU threshold) one key needs, which gives the
@@ -109,6 +146,9 @@ def _evaluate(gt: dict, dets: list[dict], max_dets: int, per_class: bool, quiet:
     from pycocotools.coco import COCO  # noqa: PLC0415
     from pycocotools.cocoeval import COCOeval  # noqa: PLC0415
 
+    spec = _spec(protocol, max_dets)
+    if only is not None and only not in spec:
+        raise ValueError(f"unknown metric {only!r} for protocol {protocol!r}; expected one of {list(spec)}")
     sink = contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext()
     with sink:
         coco_gt = COCO()
@@ -122,9 +162,9 @@ def _evaluate(gt: dict, dets: list[dict], max_dets: int, per_class: bool, quiet:
         coco_dt.createIndex()
         ev = COCOeval(coco_gt, coco_dt, iouType="bbox")
         p = ev.params
-        p.maxDets = [1, 10, max_dets]
+        p.maxDets = list(_max_dets(protocol, max_dets))
         if only is not None:
-            _, thr, area_lbl, _ = _SPEC[only]
+            _, thr, area_lbl, _ = spec[only]
             keep = p.areaRngLbl.index(area_lbl)
             p.areaRng, p.areaRngLbl = [p.areaRng[keep]], [area_lbl]
             if thr is not None:
@@ -133,7 +173,7 @@ def _evaluate(gt: dict, dets: list[dict], max_dets: int, per_class: bool, quiet:
         ev.accumulate()
     prec, rec = ev.eval["precision"], ev.eval["recall"]  # [T,R,K,A,M], [T,K,A,M]
     out: dict[str, Any] = {}
-    for key, (kind, thr, area_lbl, m) in _SPEC.items():
+    for key, (kind, thr, area_lbl, m) in spec.items():
         if (only is not None and key != only) or area_lbl not in p.areaRngLbl:
             continue
         a = p.areaRngLbl.index(area_lbl)
@@ -142,39 +182,50 @@ def _evaluate(gt: dict, dets: list[dict], max_dets: int, per_class: bool, quiet:
     if per_class and only is None:
         names = _category_names(gt)
         a = p.areaRngLbl.index("all")
+        # the last maxDets: max_dets (coco), 1000 (mmdet, as mmdetection's classwise table)
         out["per_class"] = {names[cid]: _mean_valid(prec[:, :, k, a, 2]) for k, cid in enumerate(p.catIds)}
+    if only is None:
+        out["protocol"] = protocol
+        out["max_dets"] = list(p.maxDets)
     out["num_images"] = len(gt["images"])
     out["num_detections"] = len(dets)
     return out
 
 
 def coco_evaluate(gt: dict | str | Path, detections: list[dict], iou_type: str = "bbox", max_dets: int = 100,
-                  per_class: bool = True, quiet: bool = True) -> dict[str, Any]:
+                  per_class: bool = True, quiet: bool = True, protocol: str = "coco") -> dict[str, Any]:
     """COCO box metrics of ``detections`` against ``gt`` with pycocotools (HR pixel grid).
 
     Args:
         gt: COCO ground-truth dict or JSON path (see module docstring; not mutated).
         detections: ``[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}]``; may be empty.
         iou_type: only ``"bbox"`` (horizontal boxes) is supported.
-        max_dets: detections kept per image for AP and the third AR (COCO: 100); ``AR1``/``AR10`` keep
-            1 and 10. ``AR100`` and the ``AR_*`` keys are at ``max_dets``.
-        per_class: add ``per_class`` {category name: AP@[.5:.95]} (None for a class with no GT).
+        max_dets: protocol ``coco`` only: detections kept per image and category for AP and the third AR
+            (COCO: 100); ``AR1``/``AR10`` keep 1 and 10. ``AR100`` and the ``AR_*`` keys are at ``max_dets``.
+        per_class: add ``per_class`` {category name: AP@[.5:.95]} (None for a class with no GT); at
+            ``max_dets`` (coco) or at 1000 (mmdet, as mmdetection's ``classwise`` table).
         quiet: swallow pycocotools' prints.
+        protocol: ``"coco"`` (every AP key at 100 detections) or ``"mmdet"`` (mmdetection ``CocoMetric``:
+            maxDets 100 / 300 / 1000, AP at 100, AP50 / AP75 / AP_s / AP_m / AP_l at 1000); module docstring.
 
     Returns:
-        ``AP, AP50, AP75, AP_s, AP_m, AP_l, AR1, AR10, AR100, AR_s, AR_m, AR_l`` as floats in [0, 1], or
-        None where pycocotools reports -1 (no GT in that size bin), plus ``num_images`` and
-        ``num_detections``. Identical to ``COCOeval.summarize()``'s ``stats`` for ``max_dets=100``.
-        Empty detections give 0.0 for every metric that has GT (None where the bin has none).
+        The keys of :func:`protocol_keys` (``coco``: ``AP, AP50, AP75, AP_s, AP_m, AP_l, AR1, AR10, AR100, AR_s,
+        AR_m, AR_l``; ``mmdet``: ``AR100, AR300, AR1000`` instead of ``AR1, AR10, AR100``) as floats in [0, 1],
+        or None where pycocotools reports -1 (no GT in that size bin), plus ``protocol``, ``max_dets`` (the
+        pycocotools ``maxDets``), ``num_images`` and ``num_detections``. Identical to ``COCOeval.summarize()``'s
+        ``stats`` with the protocol's maxDets (coco: for ``max_dets=100``). Empty detections give 0.0 for every
+        metric that has GT (None where the bin has none).
 
     Raises:
-        ValueError: a detection names an image_id or category_id absent from ``gt``, or lacks a key.
+        ValueError: a detection names an image_id or category_id absent from ``gt``, or lacks a key; an unknown
+            protocol; ``max_dets`` other than 100 with the mmdet protocol.
     """
     if iou_type != "bbox":
         raise ValueError(f"iou_type {iou_type!r} not supported (only 'bbox')")
+    _max_dets(protocol, max_dets)
     data = load_gt(gt)
     dets = _check_detections(data, detections)
-    return _evaluate(data, dets, max_dets=max_dets, per_class=per_class, quiet=quiet)
+    return _evaluate(data, dets, max_dets=max_dets, per_class=per_class, quiet=quiet, protocol=protocol)
 
 
 def scale_boxes_to_hr(detections: list[dict], scale: float) -> list[dict]:

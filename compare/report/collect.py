@@ -19,8 +19,11 @@ from benchcore.metrics.results import MetricsValidationError, read_metrics
 
 KEYS = ["dataset", "degradation", "method", "seed"]
 DETECTION_METRICS = ["AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l", "AR1", "AR10", "AR100", "AR_s", "AR_m", "AR_l"]
-RUN_COLUMNS = [*KEYS, *DETECTION_METRICS, "per_class", "psnr", "ssim", "git_sha", "config_hash", "device",
-               "created_utc", "config", "path", "detections", "bootstrap"]
+RUN_COLUMNS = [*KEYS, *DETECTION_METRICS, "per_class", "psnr", "ssim", "protocol", "precision", "git_sha",
+               "config_hash", "device", "created_utc", "config", "path", "detections", "bootstrap"]
+#: The AP protocol of a metrics.json without ``detection.protocol`` (written before the key existed, when every
+#: run was scored with the COCO protocol).
+LEGACY_PROTOCOL = "coco"
 EFF_COLUMNS = ["method", "input_h", "input_w", "params_total", "params_inference", "params_training_only", "gmac",
                "flops_counter", "latency_ms", "latency_p90_ms", "batch_size", "latency_bsN_ms", "throughput_per_s",
                "peak_mem_mb", "device", "git_sha", "path"]
@@ -56,6 +59,39 @@ def _float(v: Any) -> float:
     return math.nan if v is None else float(v)
 
 
+def _is_cuda(device: Any) -> bool:
+    d = str(device or "").strip().lower()
+    return d.startswith("cuda") or d.split(",")[0].isdigit()  # ultralytics names GPUs "0", "0,1"
+
+
+def run_precision(config: Mapping[str, Any] | None, device: str | None = None) -> str:
+    """The training precision of a run, from the run spec its ``metrics.json`` records (``provenance.config.spec``).
+
+    ``"fp16 autocast"`` when AMP was on and training ran on CUDA (the engines' rule: AMP is ignored on the CPU),
+    ``"fp32"`` otherwise, ``"unknown"`` without a spec. SDCoNet rows read ``settings.train.amp`` / ``.device``;
+    serial rows the detector's: Faster R-CNN's ``amp``, YOLO's ``overrides.amp`` (ultralytics' default: on) and
+    ``device``. A device ``auto`` (or none) is taken as ``device``, the one the run was scored on
+    (``provenance.device``; the workflow gives a run's training and evaluation jobs the same resources).
+    """
+    spec = config.get("spec") if isinstance(config, Mapping) else None
+    if not isinstance(spec, Mapping):
+        return "unknown"
+    settings = spec.get("settings") or {}
+    if spec.get("kind") == "sdconet":
+        section = settings.get("train") or {}
+        amp = section.get("amp")
+    elif spec.get("kind") == "serial":
+        section = settings.get("detector") or {}
+        amp = section["amp"] if "amp" in section else (section.get("overrides") or {}).get("amp", True)
+    else:
+        return "unknown"
+    if amp is None:
+        return "unknown"
+    dev = section.get("device")
+    dev = device if dev in (None, "", "auto") else dev
+    return "fp16 autocast" if amp and _is_cuda(dev) else "fp32"
+
+
 def run_row(path: Path, results_dir: Path) -> dict[str, Any]:
     """One flat row from the ``metrics.json`` at ``path``; checks the path agrees with the document."""
     try:
@@ -75,6 +111,8 @@ def run_row(path: Path, results_dir: Path) -> dict[str, Any]:
         **{k: _float(det.get(k)) for k in DETECTION_METRICS},
         "per_class": {str(k): v for k, v in (det.get("per_class") or {}).items()},
         "psnr": _float(sr.get("psnr")), "ssim": _float(sr.get("ssim")),
+        "protocol": det.get("protocol") or LEGACY_PROTOCOL,
+        "precision": run_precision(prov.get("config"), prov.get("device")),
         "git_sha": prov.get("git_sha", ""), "config_hash": prov.get("config_hash", ""),
         "device": prov.get("device", ""), "created_utc": prov.get("created_utc", ""),
         "config": prov.get("config"), "path": path.relative_to(results_dir).as_posix(),
@@ -87,7 +125,9 @@ def collect_runs(results_dir: str | Path) -> pd.DataFrame:
     """One row per ``metrics.json`` under ``results_dir`` (columns :data:`RUN_COLUMNS`).
 
     Metrics are the stored fractions (AP in [0, 1]; NaN where undefined), ``per_class`` a dict
-    ``{class name: AP or None}``, ``path`` / ``detections`` relative to ``results_dir``. Sorted by
+    ``{class name: AP or None}``, ``protocol`` the AP protocol (``detection.protocol``; :data:`LEGACY_PROTOCOL` when
+    absent), ``precision`` the training precision (:func:`run_precision`), ``path`` / ``detections`` relative to
+    ``results_dir``. Sorted by
     dataset, degradation, method, seed. An empty or absent folder gives an empty frame.
 
     Raises:

@@ -59,20 +59,24 @@ def _ordered(preferred: Sequence[str], found: Sequence[str]) -> list[str]:
 
 
 def _tables(runs: pd.DataFrame, eff: pd.DataFrame, exps: pd.DataFrame, datasets: list[str], degs: list[str],
-            reference: Mapping[str, Any]) -> list[tuple[str, Section]]:
-    """(file stem, section) for every table; empty optional tables are left out."""
+            reference: Mapping[str, Any], protocol: str | None = None) -> list[tuple[str, Section]]:
+    """(file stem, section) for every table; empty optional tables are left out. Every table with AP numbers names
+    the AP protocol of its runs (``protocol``: the configured one, named when a table has no runs)."""
     out: list[tuple[str, Section]] = []
     pct = "COCO box metrics in percent, mean ± sample std over seeds (n = seeds)."
+    prec = "Precision: each run's training precision (fp16 autocast = AMP on CUDA)."
     for ds in datasets:
+        sel_ds = runs[runs["dataset"] == ds]
         for deg in degs:
             t = f"{ds} / {deg}"
+            proto = T.protocol_caption(sel_ds[sel_ds["degradation"] == deg], protocol)
             out.append((f"main_{ds}_{deg}", Section(f"Main results: {t}", f"Main results on {ds}, {deg}. {pct} "
-                        "Params: inference parameters; GMAC: one image; latency: batch-1 median.",
+                        f"{proto} Params: inference parameters; GMAC: one image; latency: batch-1 median. {prec}",
                         T.main_table(runs, eff, exps, ds, deg), _AP_BEST)))
             if (exps["kind"] == "ablation").any():
                 out.append((f"ablation_{ds}_{deg}", Section(f"Ablations: {t}", f"SDCoNet ablations on {ds}, {deg}. "
-                            f"{pct} Token ratio: level / layer keep ratios.", T.ablation_table(runs, exps, ds, deg),
-                            {"AP": "max", "AP_s": "max"})))
+                            f"{pct} {proto} Token ratio: level / layer keep ratios. {prec}",
+                            T.ablation_table(runs, exps, ds, deg), {"AP": "max", "AP_s": "max"})))
             sr = T.sr_table(runs, exps, ds, deg)
             if len(sr):
                 out.append((f"sr_{ds}_{deg}", Section(f"SR quality: {t}", f"SR quality on {ds}, {deg}: PSNR (dB) "
@@ -80,24 +84,27 @@ def _tables(runs: pd.DataFrame, eff: pd.DataFrame, exps: pd.DataFrame, datasets:
             sig = T.significance_table(runs, exps, ds, deg)
             if len(sig):
                 out.append((f"significance_{ds}_{deg}", Section(f"Bootstrap CIs: {t}", f"AP and AP_s (percent) "
-                            f"on {ds}, {deg} with 95 % percentile-bootstrap intervals over test images (per run).",
-                            sig, None)))
+                            f"on {ds}, {deg} with 95 % percentile-bootstrap intervals over test images (per run). "
+                            f"The intervals and their points use the {T.PROTOCOL_TEXT['coco']}, whatever the runs' "
+                            "protocol (the mmdet protocol's AP is the same number, its AP_s is not).", sig, None)))
             pc = T.per_class_table(runs, exps, ds, deg)
             if len(pc):
                 cls = {c: "max" for c in pc.columns if c not in ("Method", "n", "source")}
                 out.append((f"perclass_{ds}_{deg}", Section(f"Per-class AP: {t}", f"Per-class AP (percent, mean "
-                            f"over seeds) on {ds}, {deg}.", pc, cls)))
+                            f"over seeds) on {ds}, {deg}, at the protocol's largest maxDets. {proto}", pc, cls)))
         dt = T.degradation_table(runs, exps, ds, degs)
         out.append((f"degradation_{ds}", Section(f"Degradations: {ds}", f"AP and AP_s (percent) per degradation "
-                    f"on {ds}. {pct}", dt, {c: "max" for c in dt.columns if c not in ("Method", "source")})))
+                    f"on {ds}. {pct} {T.protocol_caption(sel_ds, protocol)}", dt,
+                    {c: "max" for c in dt.columns if c not in ("Method", "source")})))
     if len(eff):
         out.append(("efficiency", Section("Efficiency", "Efficiency per method (params: inference, GMAC: one image, "
                     "latency: batch-1 median, throughput at batch N); ratios = method / SDCoNet.",
                     T.efficiency_table(eff, exps), {"Params (M)": "min", "GMAC": "min", "Latency (ms)": "min"})))
     if reference:
         out.append(("reference", Section("Paper vs reproduced", "Reference numbers (user-supplied) vs reproduced "
-                    "runs; Δ = reproduced − paper (percentage points for AP).", reference_table(runs, reference,
-                                                                                              exps))))
+                    "runs; Δ = reproduced − paper (percentage points for AP). Reproduced runs: "
+                    f"{T.protocol_caption(runs, protocol)} The released code scores with the mmdet protocol.",
+                    reference_table(runs, reference, exps))))
     return out
 
 
@@ -112,7 +119,8 @@ def _figures(results_dir: Path, runs: pd.DataFrame, eff: pd.DataFrame, exps: pd.
         for deg in degs:
             t, stem = f"{ds} / {deg}", f"{ds}_{deg}"
             kw = {"dataset": ds, "degradation": deg, "experiments": exps}
-            add(f"AP and AP_s: {t}", "AP and AP_s per method (percent; error bars: std over seeds).",
+            proto = T.protocol_caption(runs[(runs["dataset"] == ds) & (runs["degradation"] == deg)])
+            add(f"AP and AP_s: {t}", f"AP and AP_s per method (percent; error bars: std over seeds). {proto}",
                 F.ap_bar(runs, fig_dir / f"ap_bar_{stem}.png", **kw))
             for x in ("gmac", "latency"):
                 add(f"AP vs {x}: {t}", f"AP against {'GMAC' if x == 'gmac' else 'batch-1 latency'}.",
@@ -137,7 +145,8 @@ def _figures(results_dir: Path, runs: pd.DataFrame, eff: pd.DataFrame, exps: pd.
             add(f"Qualitative: {t}", f"{sel.iloc[0]['method']} seed {sel.iloc[0]['seed']}" if items else "",
                 F.qualitative_grid(items, fig_dir / f"qualitative_{stem}.png"),
                 "no detections.json with matching test tiles under data/")
-        add(f"AP vs degradation: {ds}", "AP per method against degradation, mild to severe.",
+        add(f"AP vs degradation: {ds}", "AP per method against degradation, mild to severe. "
+            f"{T.protocol_caption(runs[runs['dataset'] == ds])}",
             F.degradation_curves(runs, fig_dir / f"degradation_{ds}.png", dataset=ds, degradations=degs,
                                  experiments=exps))
     return out
@@ -149,10 +158,13 @@ def _img(path: Path) -> str:
 
 
 def _page(tables: list[tuple[str, Section]], figs: list[Section], runs: pd.DataFrame, missing: pd.DataFrame,
-          notes: list[str]) -> str:
+          notes: list[str], protocol: str | None = None) -> str:
     h = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>sdconet-bench report</title>",
          f"<style>{_CSS}</style></head><body><h1>sdconet-bench report</h1>"]
     h += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
+    precisions = ", ".join(f"{p}: {n} runs" for p, n in sorted(runs["precision"].value_counts().items())) or "no runs"
+    h.append(f"<p><b>Evaluation.</b> {html.escape(T.protocol_caption(runs, protocol))} Training precision: "
+             f"{html.escape(precisions)} (per method in the main and ablation tables).</p>")
     h.append(f"<p>{len(runs)} runs collected; {len(missing)} expected runs missing. Every number comes from the "
              "metrics.json files listed in each CSV's <code>source</code> column (tables/).</p><h2>Tables</h2>")
     for stem, s in tables:
@@ -167,7 +179,8 @@ def _page(tables: list[tuple[str, Section]], figs: list[Section], runs: pd.DataF
     h.append(f"<h2>Missing runs ({len(missing)})</h2>")
     h.append(_html_table(missing) if len(missing) else "<p>None: every expected run is present.</p>")
     h.append("<h2>Provenance</h2>")
-    cols = ["dataset", "degradation", "method", "seed", "git_sha", "config_hash", "device", "created_utc", "path"]
+    cols = ["dataset", "degradation", "method", "seed", "protocol", "precision", "git_sha", "config_hash", "device",
+            "created_utc", "path"]
     h.append(_html_table(runs[cols]) if len(runs) else "<p>No runs.</p>")
     for _, r in runs.iterrows():
         key = html.escape(r["path"])
@@ -212,10 +225,11 @@ def build_report(results_dir: str | Path, config: Mapping[str, Any] | str | Path
     if reference_path is not None and not reference:
         notes.append(f"{reference_path} holds no reference numbers: no paper-vs-reproduced table.")
     missing = missing_runs(expected_runs(cfg, exps, list(seeds)), runs)
+    protocol = (cfg.get("evaluation") or {}).get("protocol", "coco")  # the schema's default
     datasets = _ordered(list(cfg.get("datasets", {})), runs["dataset"].unique())
     degs = _ordered(F.severity_order(cfg.get("degradations", {})), runs["degradation"].unique())
     with atomic_dir(out_dir) as tmp:
-        tables = _tables(runs, eff, exps, datasets, degs, reference)
+        tables = _tables(runs, eff, exps, datasets, degs, reference, protocol)
         costs = collect_job_costs(results_dir)
         if len(costs):
             tables.append(("job_cost", Section("Job cost (Snakemake benchmark files)", "What each stage's jobs cost "
@@ -227,5 +241,5 @@ def build_report(results_dir: str | Path, config: Mapping[str, Any] | str | Path
         atomic_write_text(tmp / "tables" / "runs.csv", flat.to_csv(index=False))
         atomic_write_text(tmp / "tables" / "missing_runs.csv", missing.to_csv(index=False))
         figs = _figures(results_dir, runs, eff, exps, datasets, degs, tmp / "figures")
-        atomic_write_text(tmp / "index.html", _page(tables, figs, runs, missing, notes))
+        atomic_write_text(tmp / "index.html", _page(tables, figs, runs, missing, notes, protocol))
     return out_dir / "index.html"

@@ -5,6 +5,8 @@ sheet. Every table has a ``source`` column listing the result files its numbers 
 dropped from Markdown / LaTeX). AP-family numbers are shown in percent with one decimal, as ``mean ± std``
 over seeds (sample std) when more than one seed is present; ``n`` is the number of seeds. A method of the
 sheet with no run shows ``missing``; an undefined metric (e.g. AP_s without small objects) shows ``n/a``.
+The AP protocol of the runs a table shows is named by its caption (:func:`protocol_caption`); the main and
+ablation tables name each method's training precision (``Precision``).
 """
 from __future__ import annotations
 
@@ -23,6 +25,36 @@ AP_COLUMNS = ["AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l"]
 MAIN_KINDS = ("sdconet", "serial")
 ABLATION_KINDS = ("sdconet", "ablation")
 _TICK = {"yes": "✓", "no": "✗", "-": "–"}
+#: How a caption names each AP protocol (``detection.protocol`` of metrics.json).
+PROTOCOL_TEXT = {
+    "coco": "COCO protocol (pycocotools maxDets 1/10/100: every AP at 100 detections per image)",
+    "mmdet": "mmdetection CocoMetric protocol, as the released code (maxDets 100/300/1000: AP at 100 detections "
+             "per image, AP50/AP75/AP_s/AP_m/AP_l at 1000)",
+}
+
+
+def protocol_caption(runs: pd.DataFrame, configured: str | None = None) -> str:
+    """One sentence naming the AP protocol of ``runs`` (the runs a table shows).
+
+    Without runs it names ``configured`` (the workflow's ``evaluation.protocol``); runs scored under different
+    protocols are named with their counts and flagged as not comparable.
+    """
+    found = [] if "protocol" not in runs.columns else [p for p in runs["protocol"].tolist() if isinstance(p, str)]
+    names = sorted(set(found))
+    if not names:
+        return f"AP protocol: {PROTOCOL_TEXT.get(configured, configured)}." if configured else ""
+    if len(names) == 1:
+        return f"AP protocol: {PROTOCOL_TEXT.get(names[0], names[0])}."
+    counts = ", ".join(f"{n}: {found.count(n)} runs" for n in names)
+    return (f"AP protocols differ between these runs ({counts}); numbers under different protocols are not "
+            f"comparable. " + " ".join(f"{n} = {PROTOCOL_TEXT.get(n, n)}." for n in names))
+
+
+def _precision(r: pd.DataFrame) -> str:
+    """The training precision(s) of a method's runs (``fp32``, ``fp16 autocast``; ``–`` without runs)."""
+    if not len(r) or "precision" not in r.columns:
+        return "–"
+    return " / ".join(sorted({str(p) for p in r["precision"] if isinstance(p, str)})) or "–"
 
 
 def summary(values: Iterable[float]) -> dict | None:
@@ -93,7 +125,8 @@ def main_table(runs: pd.DataFrame, eff: pd.DataFrame | None, experiments: pd.Dat
     """Main comparison: one row per sheet method of ``kinds`` (sheet order) on one dataset / degradation.
 
     Columns: Method, AP, AP50, AP75, AP_s, AP_m, AP_l (percent), Params (M) (inference), GMAC,
-    Latency (ms) (batch 1 median), n, source. Efficiency cells come from ``efficiency/{method}.json``.
+    Latency (ms) (batch 1 median), Precision (training), n, source. Efficiency cells come from
+    ``efficiency/{method}.json``.
     """
     sel = _runs_of(runs, dataset, degradation)
     rows = []
@@ -103,10 +136,11 @@ def main_table(runs: pd.DataFrame, eff: pd.DataFrame | None, experiments: pd.Dat
         row = {"Method": exp["display"]}
         row.update({c: fmt_stat(r[c]) if len(r) else MISSING for c in AP_COLUMNS})
         row.update({"Params (M)": fmt_num(_params_m(e)), "GMAC": fmt_num(_val(e, "gmac")),
-                    "Latency (ms)": fmt_num(_val(e, "latency_ms")), "n": len(r),
+                    "Latency (ms)": fmt_num(_val(e, "latency_ms")), "Precision": _precision(r), "n": len(r),
                     "source": ";".join(filter(None, [_sources(r), None if e is None else e["path"]]))})
         rows.append(row)
-    return pd.DataFrame(rows, columns=["Method", *AP_COLUMNS, "Params (M)", "GMAC", "Latency (ms)", "n", "source"])
+    return pd.DataFrame(rows, columns=["Method", *AP_COLUMNS, "Params (M)", "GMAC", "Latency (ms)", "Precision", "n",
+                                       "source"])
 
 
 def _token_ratio(exp: pd.Series) -> str:
@@ -119,7 +153,8 @@ def _token_ratio(exp: pd.Series) -> str:
 
 def ablation_table(runs: pd.DataFrame, experiments: pd.DataFrame, dataset: str, degradation: str,
                    kinds: Sequence[str] | None = ABLATION_KINDS) -> pd.DataFrame:
-    """SDCoNet and its ablations: the switches (✓/✗, routing, token keep ratios level / layer, α) and AP, AP_s."""
+    """SDCoNet and its ablations: the switches (✓/✗, routing, token keep ratios level / layer, α), AP, AP_s and the
+    training precision."""
     sel = _runs_of(runs, dataset, degradation)
     rows = []
     for _, exp in _rows(experiments, kinds).iterrows():
@@ -129,9 +164,10 @@ def ablation_table(runs: pd.DataFrame, experiments: pd.DataFrame, dataset: str, 
                      "SR branch": _TICK.get(exp["sr_branch"], exp["sr_branch"]), "Routing": exp["routing"],
                      "Token ratio": _token_ratio(exp), "α": exp["alpha"],
                      "AP": fmt_stat(r["AP"]) if len(r) else MISSING,
-                     "AP_s": fmt_stat(r["AP_s"]) if len(r) else MISSING, "n": len(r), "source": _sources(r)})
+                     "AP_s": fmt_stat(r["AP_s"]) if len(r) else MISSING, "Precision": _precision(r), "n": len(r),
+                     "source": _sources(r)})
     return pd.DataFrame(rows, columns=["Method", "Saliency", "Shared enc.", "SR branch", "Routing", "Token ratio",
-                                       "α", "AP", "AP_s", "n", "source"])
+                                       "α", "AP", "AP_s", "Precision", "n", "source"])
 
 
 def sr_table(runs: pd.DataFrame, experiments: pd.DataFrame, dataset: str, degradation: str) -> pd.DataFrame:

@@ -24,12 +24,17 @@ IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"})
 
 @dataclass
 class RawObject:
-    """One annotated object: a horizontal box ``(x1, y1, x2, y2)`` in image pixels."""
+    """One annotated object: a horizontal box ``(x1, y1, x2, y2)`` in image pixels.
+
+    ``polygon``: the oriented outline ``(x1, y1, ..., x4, y4)`` as annotated (DOTA), or None for box-only
+    datasets; the box is its bounding box. The split measures an oriented object on its polygon.
+    """
 
     bbox: tuple[float, float, float, float]
     category: str
     difficult: int = 0
     source: str = ""  # "file:line" (or "file#objectN" for XML) for error messages
+    polygon: tuple[float, ...] | None = None
 
 
 @dataclass

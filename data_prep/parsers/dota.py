@@ -12,8 +12,10 @@ sometimes ``null`` or garbage: headers are ignored), then one object per line::
     x1 y1 x2 y2 x3 y3 x4 y4 category difficult
 
 (the DOTA devkit also accepts a missing ``difficult``, meaning 0). The horizontal box is the
-polygon's bounding box. Vertices slightly outside the image are kept here; ``build_coco`` clips
-them and counts ``clipped_boxes``.
+polygon's bounding box; the polygon itself is kept too (``RawObject.polygon``, the converted json's
+``segmentation``) so that tiling measures the object on it, as DOTA_devkit does. Vertices slightly
+outside the image are kept here; ``build_coco`` clips the box (not the polygon) and counts
+``clipped_boxes``.
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def parse_dota_line(line: str, path: object, lineno: int) -> RawObject | None:
             raise AnnotationError(path, lineno, f"difficult flag must be 0 or 1, got {tokens[9]!r}")
         difficult = int(tokens[9])
     xs, ys = coords[0::2], coords[1::2]
-    return RawObject((min(xs), min(ys), max(xs), max(ys)), category, difficult, f"{path}:{lineno}")
+    return RawObject((min(xs), min(ys), max(xs), max(ys)), category, difficult, f"{path}:{lineno}", tuple(coords))
 
 
 def parse_dota_file(path: Path) -> list[RawObject]:

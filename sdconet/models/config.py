@@ -61,6 +61,10 @@ class NeckConfig:
     sr_channels: int = 1536
     #: Build the 3x3 s2 SR conv at all (False for detection-only variants such as SA_DINO_BG).
     build_sr_feature: bool = True
+    #: Init of the SR conv's weight: "xavier" (Xavier-uniform, as every other neck conv and the spec body) or
+    #: "kaiming_fan_out" (the released code: mmengine re-initialises the ``extra_sr`` ConvModule after the neck's
+    #: Xavier ``init_cfg``, ending Kaiming-normal, fan_out, ReLU gain; spec Appendix B).
+    sr_conv_init: str = "xavier"
 
 
 @dataclass
@@ -141,6 +145,9 @@ class SDCoNetConfig:
       top of the layer's own ``+ x``. A bug, kept behind this flag for bit-faithful reproduction only.
     * ``topk_score_mode``: ranking of the encoder pre-attention tokens, ``"official"`` (product of two raw
       logits, spec 9 item 9) or ``"fixed"`` (product of probabilities).
+    * ``head_init``: the 7 (class, box) head pairs start ``"independent"`` (each drawn on its own) or as
+      ``"copies"``, identical deep copies of one pair (the released mmdet ``DeformableDETRHead``; spec Appendix B);
+      either way the prior bias and the zeroed last box layer follow, and the pairs are never shared in training.
     """
 
     swin: SwinConfig = field(default_factory=SwinConfig)
@@ -184,6 +191,7 @@ class SDCoNetConfig:
     serial_detach: bool = True
     deform_residual: str = "standard"
     topk_score_mode: str = "official"
+    head_init: str = "independent"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -229,6 +237,9 @@ class SDCoNetConfig:
         _check(self.enhance_mcsp in ("faithful", "tied"), "enhance_mcsp must be 'faithful' or 'tied'")
         _check(self.deform_residual in ("standard", "official"), "deform_residual must be 'standard' or 'official'")
         _check(self.topk_score_mode in ("official", "fixed"), "topk_score_mode must be 'official' or 'fixed'")
+        _check(self.head_init in ("independent", "copies"), "head_init must be 'independent' or 'copies'")
+        _check(n.sr_conv_init in ("xavier", "kaiming_fan_out"),
+               "neck.sr_conv_init must be 'xavier' or 'kaiming_fan_out'")
         _check(self.shared_encoder or self.use_sr, "shared_encoder=False (serial SR -> detector) needs use_sr=True")
 
 

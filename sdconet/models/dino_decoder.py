@@ -7,6 +7,7 @@ the sine encoding of the reference box. Heads are separate per layer (6 decoder 
 """
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -185,13 +186,24 @@ class DetectionHeads(nn.Module):
         num_classes: C.
         num_pairs: Head pairs (decoder layers + 1).
         prior_prob: Focal prior of the class bias.
+        init: ``"independent"`` (each pair drawn on its own) or ``"copies"`` (the released mmdet
+            ``DeformableDETRHead._init_layers``: ``copy.deepcopy`` of one ``fc_cls`` / ``reg_branch``, so every pair
+            starts identical; spec Appendix B). The bias prior and the zeroed last box layer follow either way; the
+            pairs are separate parameters in training.
     """
 
     def __init__(self, hidden_dim: int = 256, num_classes: int = 10, num_pairs: int = 7,
-                 prior_prob: float = 0.01) -> None:
+                 prior_prob: float = 0.01, init: str = "independent") -> None:
         super().__init__()
-        self.cls_branches = nn.ModuleList(nn.Linear(hidden_dim, num_classes) for _ in range(num_pairs))
-        self.reg_branches = nn.ModuleList(MLP(hidden_dim, hidden_dim, 4, 3) for _ in range(num_pairs))
+        if init == "independent":
+            self.cls_branches = nn.ModuleList(nn.Linear(hidden_dim, num_classes) for _ in range(num_pairs))
+            self.reg_branches = nn.ModuleList(MLP(hidden_dim, hidden_dim, 4, 3) for _ in range(num_pairs))
+        elif init == "copies":
+            cls, reg = nn.Linear(hidden_dim, num_classes), MLP(hidden_dim, hidden_dim, 4, 3)
+            self.cls_branches = nn.ModuleList(copy.deepcopy(cls) for _ in range(num_pairs))
+            self.reg_branches = nn.ModuleList(copy.deepcopy(reg) for _ in range(num_pairs))
+        else:
+            raise ValueError(f"head init must be 'independent' or 'copies', got {init!r}")
         bias = -math.log((1 - prior_prob) / prior_prob)
         for c in self.cls_branches:
             nn.init.constant_(c.bias, bias)

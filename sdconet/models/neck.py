@@ -8,6 +8,11 @@ not a 256-channel neck level". We follow the code: the extra detection conv and 
 
 Module names mirror mmcv's ``ConvModule`` (``convs.{i}.conv/gn``, ``extra_convs.0``, ``extra_sr``) so an
 official SDCoNet checkpoint's ``neck.*`` keys load without renaming.
+
+Initialisation: every conv is Xavier-uniform (mmdet ``ChannelMapper``'s ``init_cfg``). In the released code the SR
+conv then ends Kaiming-normal (fan_out, ReLU gain): mmengine's ``BaseModule.init_weights`` re-initialises the
+direct ``ConvModule`` child ``extra_sr`` after the neck's Xavier pass, while the convs inside ``nn.ModuleList``s keep
+Xavier (spec Appendix B). ``neck.sr_conv_init`` picks one (:func:`init_sr_conv`).
 """
 from __future__ import annotations
 
@@ -61,13 +66,25 @@ class ConvGN(nn.Module):
         return (c.weight.flatten(1) @ cols).view(b, -1, oh, ow)
 
 
+def init_sr_conv(module: ConvGN, mode: str) -> None:
+    """Initialise an SR conv's weight: ``"xavier"`` (Xavier-uniform, what :class:`ConvGN` starts with) or
+    ``"kaiming_fan_out"`` (mmcv ``kaiming_init``: normal, ``mode="fan_out"``, ReLU gain, the released code).
+    The GroupNorm keeps weight 1, bias 0 (as mmcv's ``ConvModule.init_weights``)."""
+    if mode == "xavier":
+        nn.init.xavier_uniform_(module.conv.weight)
+    elif mode == "kaiming_fan_out":
+        nn.init.kaiming_normal_(module.conv.weight, a=0, mode="fan_out", nonlinearity="relu")
+    else:
+        raise ValueError(f"sr_conv_init must be 'xavier' or 'kaiming_fan_out', got {mode!r}")
+
+
 class ChannelMapperSR(nn.Module):
     """Three 1x1 ConvGN (C_i -> D), an extra 3x3 s2 ConvGN on stage-4 (-> D, /64 of the LR input) and the SR
     feature ``res_4`` = a separate 3x3 s2 ConvGN on stage-4 (-> ``sr_channels``).
 
     Args:
         in_channels: Channels of the encoder maps (192, 384, 768 for Swin-T).
-        cfg: Output width D, GN groups, SR width and whether to build the SR conv.
+        cfg: Output width D, GN groups, SR width, whether to build the SR conv and its init (``sr_conv_init``).
         in_reductions: Strides of the encoder maps w.r.t. the encoder input (8, 16, 32), for ``feature_info``.
 
     Attributes:
@@ -82,6 +99,8 @@ class ChannelMapperSR(nn.Module):
         self.extra_convs = nn.ModuleList([ConvGN(in_channels[-1], d, 3, 2, g)])
         self.extra_sr: ConvGN | None = (ConvGN(in_channels[-1], cfg.sr_channels, 3, 2, g)
                                         if cfg.build_sr_feature else None)
+        if self.extra_sr is not None and cfg.sr_conv_init != "xavier":
+            init_sr_conv(self.extra_sr, cfg.sr_conv_init)
         reds = list(in_reductions) + [in_reductions[-1] * 2]
         self.feature_info: list[dict[str, object]] = [
             dict(num_chs=d, reduction=r, module=f"convs.{i}" if i < len(in_channels) else "extra_convs.0")

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from sdconet.models.config import SDCoNetConfig
 from sdconet.models.encoder import build_encoder
 from sdconet.models.lr_input import prepare_lr
-from sdconet.models.neck import ChannelMapperSR, ConvGN
+from sdconet.models.neck import ChannelMapperSR, ConvGN, init_sr_conv
 from sdconet.models.sdconet import DetectionBranch, Targets, hr_size_of, split_param_groups, sr_target
 from sdconet.models.sr_decoder import build_sr_decoder
 
@@ -52,6 +52,8 @@ class SerialSDCoNet(nn.Module):
         stage_ch = [s.embed_dim * 2 ** i for i in (1, 2, 3)]
         self.sr_backbone = build_encoder(cfg)
         self.sr_neck = ConvGN(stage_ch[-1], n.sr_channels, 3, 2, n.num_groups)
+        if n.sr_conv_init != "xavier":
+            init_sr_conv(self.sr_neck, n.sr_conv_init)
         self.sr_decoder = build_sr_decoder(cfg)
         self.backbone = build_encoder(cfg)
         det_neck = replace(n, build_sr_feature=False)

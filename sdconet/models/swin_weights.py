@@ -10,6 +10,10 @@ Accepted sources:
   * ``"timm"`` (or ``"timm:<model_name>"``): timm downloads ``swin_tiny_patch4_window7_224`` from the
     Hugging Face hub. This needs internet and ``HF_HUB_OFFLINE=0`` (the suite defaults to offline).
 
+The keywords of a run config (``docs/weights.md``) are resolved by the run spec (``sdconet.spec.swin_init``):
+``imagenet`` becomes the staged ``swin_tiny_patch4_window7_224.pth`` (official Microsoft layout), ``scratch`` None.
+Here ``scratch`` loads nothing and ``imagenet`` is an error that says to pass the file (outside a run spec).
+
 Like mmdet, the classifier head and the final ``norm`` of ImageNet checkpoints are dropped; the three
 output norms ``norm1..3`` then keep their (1, 0) initialisation.
 """
@@ -38,7 +42,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """
     path = Path(path).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"pretrained Swin checkpoint not found: {path}")
+        raise FileNotFoundError(f"pretrained Swin checkpoint not found: {path} (the workflow's stage_weights rule "
+                                f"puts swin_tiny_patch4_window7_224.pth under results/weights/; docs/weights.md)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file  # noqa: PLC0415
 
@@ -136,7 +141,8 @@ def load_swin_weights(model: nn.Module, source: str | Mapping[str, Tensor]) -> d
 
     Args:
         model: The encoder.
-        source: A local file path, ``"timm"``/``"timm:<name>"``, or an already loaded state dict.
+        source: A local file path, ``"timm"``/``"timm:<name>"``, ``"scratch"`` (nothing is loaded), or an already
+            loaded state dict.
 
     Returns:
         ``{"missing": [...], "unexpected": []}``; only the output norms ``norm1..3`` may be missing.
@@ -146,6 +152,12 @@ def load_swin_weights(model: nn.Module, source: str | Mapping[str, Tensor]) -> d
     """
     if isinstance(source, Mapping):
         raw = dict(source)
+    elif source == "scratch":
+        return {"missing": [], "unexpected": []}
+    elif source == "imagenet":
+        raise RuntimeError("swin.pretrained 'imagenet' names the published swin_tiny_patch4_window7_224.pth, which a "
+                           "run spec resolves to the staged copy (results/weights/); outside a run spec pass the "
+                           "file's path instead (docs/weights.md)")
     elif source == "timm" or source.startswith("timm:"):
         raw = _fetch_timm(source)
     else:

@@ -59,16 +59,18 @@ class DINOHead(nn.Module):
         label_noise_scale: CDN label noise (0.5).
         box_noise_scale: CDN box noise (1.0).
         memory_transform: The shared memory transform; None builds a private one.
+        head_init: ``"independent"`` or ``"copies"`` (:class:`~sdconet.models.dino_decoder.DetectionHeads`).
     """
 
     def __init__(self, hidden_dim: int = 256, nheads: int = 8, ffn_dim: int = 2048, num_layers: int = 6,
                  num_queries: int = 300, num_classes: int = 10, n_levels: int = 4, n_points: int = 4,
                  dropout: float = 0.0, num_dn_queries: int = 100, label_noise_scale: float = 0.5,
-                 box_noise_scale: float = 1.0, memory_transform: MemoryTransform | None = None) -> None:
+                 box_noise_scale: float = 1.0, memory_transform: MemoryTransform | None = None,
+                 head_init: str = "independent") -> None:
         super().__init__()
         self.num_queries, self.num_layers, self.num_classes = num_queries, num_layers, num_classes
         self.decoder = DINODecoder(hidden_dim, nheads, ffn_dim, num_layers, n_levels, n_points, dropout)
-        self.heads = DetectionHeads(hidden_dim, num_classes, num_layers + 1)
+        self.heads = DetectionHeads(hidden_dim, num_classes, num_layers + 1, init=head_init)
         self.query_embedding = nn.Embedding(num_queries, hidden_dim)
         nn.init.xavier_uniform_(self.query_embedding.weight)
         self.dn_generator = CdnQueryGenerator(num_classes, hidden_dim, num_queries, num_dn_queries,
@@ -138,4 +140,4 @@ def build_dino_head(cfg: SDCoNetConfig, memory_transform: MemoryTransform | None
     """DINO head from the typed config; pass the saliency module's memory transform to share it (spec 3.4)."""
     return DINOHead(cfg.hidden_dim, cfg.nheads, cfg.dim_feedforward, cfg.dec_layers, cfg.num_queries,
                     cfg.num_classes, cfg.num_feature_levels, cfg.dec_n_points, cfg.dropout, cfg.num_dn_queries,
-                    cfg.label_noise_scale, cfg.box_noise_scale, memory_transform)
+                    cfg.label_noise_scale, cfg.box_noise_scale, memory_transform, head_init=cfg.head_init)

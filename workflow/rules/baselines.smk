@@ -84,6 +84,7 @@ rule evaluate_detector:
         detections=f"{R}/{{dataset}}/{{degradation}}/{{method,{SERIAL_RE}}}/seed{{seed}}/detections.json",
     params:
         n_boot=config["report"]["bootstrap"],
+        protocol=config["evaluation"]["protocol"],
     log:
         "logs/baselines/{dataset}/{degradation}/{method}/seed{seed}/evaluate.log",
     benchmark:

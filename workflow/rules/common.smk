@@ -96,7 +96,7 @@ import json  # noqa: E402
 
 from benchcore.runspec import degradation_of, write_spec  # noqa: E402
 from baselines.spec import build_serial_spec, build_sr_spec  # noqa: E402
-from sdconet.spec import build_spec as build_sdconet_spec, lr_on_the_fly  # noqa: E402
+from sdconet.spec import build_spec as build_sdconet_spec, check_row_ids, lr_on_the_fly  # noqa: E402
 
 DEG = {d: degradation_of(d, config["degradations"], "config key 'degradations'") for d in DEGRADATIONS}
 
@@ -116,7 +116,8 @@ def method_spec(dataset, degradation, method, seed, num_classes=1, class_names=N
         return build_serial_spec(config_file=config["baselines"]["config"], sets=config["baselines"]["set"],
                                  **common)
     return build_sdconet_spec(config_file=config["sdconet"]["config"], sets=config["sdconet"]["set"],
-                              num_classes=num_classes, class_names=class_names, **common)
+                              rows=config["sdconet"]["rows"], num_classes=num_classes, class_names=class_names,
+                              **common)
 
 
 def sr_spec(dataset, degradation, sr_model, seed):
@@ -132,6 +133,11 @@ def _check_specs():
                                                             for m in sweep["methods"]}
     srs = set()
     where = workflow.configfiles[-1] if workflow.configfiles else "config/config.yaml"
+    try:  # sdconet.rows may name any SDCoNet row of the sheet, run or not
+        check_row_ids(config["sdconet"]["rows"], [i for i in EXP.index if EXP.loc[i, "kind"] != "serial"],
+                      list(EXP.index))
+    except ValueError as exc:
+        raise WorkflowError(f"{where}: {exc}") from None
     for deg, method in sorted(pairs):
         try:
             spec = method_spec(DATASETS[0], deg, method, SEEDS[0])
@@ -149,6 +155,50 @@ def _check_specs():
 from snakemake.exceptions import WorkflowError  # noqa: E402
 
 _check_specs()
+
+
+# ---- pretrained weights (docs/weights.md; the stage and its pre-flight check are in weights.smk) ---------------
+import functools  # noqa: E402
+
+from benchcore import weights as pretrained  # noqa: E402
+
+WEIGHTS_DIR = f"{R}/weights"  # where the specs' init records point (build_*_spec's default under results_dir)
+
+
+@functools.lru_cache(maxsize=None)
+def run_weights(degradation, method):
+    """Catalogue files a run's spec reads from WEIGHTS_DIR (init imagenet / coco); empty for scratch or a user file."""
+    return tuple(pretrained.staged_files(method_spec(DATASETS[0], degradation, method, SEEDS[0])))
+
+
+def weights_manifests(wc):
+    """Input of a training job: the stage's manifest of each file its spec names (none for init scratch)."""
+    return [str(pretrained.manifest_path(WEIGHTS_DIR, f)) for f in run_weights(wc.degradation, wc.method)]
+
+
+def _check_weights():
+    """Parse time: the sha256 pins, and {file: method ids} of what the configured runs need. Whether each file can be
+    had is checked by onstart (weights.smk), in real runs only: a dry run still shows the DAG."""
+    where = workflow.configfiles[-1] if workflow.configfiles else "config/config.yaml"
+    try:
+        pretrained.check_pins(config["weights"]["sha256"])
+    except ValueError as exc:
+        raise WorkflowError(f"{where}: {exc}") from None
+    sweep = config["sweep"]
+    pairs = {(MAIN_DEG, m) for m in METHODS} | {(d, m) for d in sweep["degradations"] for m in sweep["methods"]}
+    needed = {}
+    for deg, method in sorted(pairs):
+        for name in run_weights(deg, method):
+            needed.setdefault(name, set()).add(method)
+    return needed
+
+
+WEIGHTS_NEEDED = _check_weights()
+
+
+def weights_targets():
+    """Every staged file of the configured runs (target `weights`: stage them alone, e.g. on a login node)."""
+    return [str(pretrained.manifest_path(WEIGHTS_DIR, f)) for f in sorted(WEIGHTS_NEEDED)]
 
 
 def partition_classes(partition_json):

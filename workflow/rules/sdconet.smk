@@ -35,6 +35,7 @@ rule evaluate_sdconet:
         detections=f"{R}/{{dataset}}/{{degradation}}/{{method,{SDC_RE}}}/seed{{seed}}/detections.json",
     params:
         n_boot=config["report"]["bootstrap"],
+        protocol=config["evaluation"]["protocol"],
     log:
         "logs/sdconet/{dataset}/{degradation}/{method}/seed{seed}/evaluate.log",
     benchmark:

@@ -11,4 +11,5 @@ from benchcore.runspec import load_spec  # noqa: E402
 from sdconet.spec import evaluate_from_spec  # noqa: E402
 
 spec_file = snakemake.input.spec  # noqa: F821
-evaluate_from_spec(load_spec(spec_file), spec_path=spec_file, n_boot=snakemake.params.n_boot)  # noqa: F821
+evaluate_from_spec(load_spec(spec_file), spec_path=spec_file, n_boot=snakemake.params.n_boot,  # noqa: F821
+                   protocol=snakemake.params.protocol)  # noqa: F821
