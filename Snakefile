@@ -32,6 +32,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/runspec.smk"
+include: "workflow/rules/weights.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/degrade.smk"
 include: "workflow/rules/sdconet.smk"

@@ -79,7 +79,7 @@ def _cmd_det_eval(a: argparse.Namespace) -> dict[str, Any]:
     cfg = section(_config(a, name), name)
     doc = det_eval_step(a.detector, a.weights, a.images, a.partition, a.out, method=a.method, dataset=a.dataset,
                         degradation=a.degradation, seed=a.seed, split=a.split, sr_metrics=a.sr_metrics, cfg=cfg,
-                        device=a.device)
+                        device=a.device, protocol=a.protocol)
     det = doc["detection"]
     return {"metrics": str(a.out), "detection": {k: det[k] for k in ("AP", "AP50", "AP75", "AP_s")},
             "sr": {k: doc["sr"][k] for k in ("psnr", "ssim")} if doc["sr"] else None}
@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", required=True, type=int)
     e.add_argument("--sr-metrics", type=Path, help="sr_metrics.json of the SR stage that made --images")
     _common(e, "yolo|frcnn")
+    e.add_argument("--protocol", choices=["coco", "mmdet"], default="coco",
+                   help="AP protocol: coco (every AP at 100 detections) or mmdet (the released code's: maxDets "
+                        "100/300/1000)")
     e.set_defaults(func=_cmd_det_eval)
     return p
 

@@ -148,10 +148,12 @@ def check_yolo_init(det_model: Any, weights: str | os.PathLike, init: str) -> di
         raise FileNotFoundError(f"YOLO init {init!r}: weights file not found: {weights} (nothing is downloaded; the "
                                 f"workflow stages it, docs/weights.md; on the command line --set yolo.weights=FILE)")
     src, _ = load_checkpoint(str(weights))
-    task = getattr(src, "task", None)
+    task = {"ClassificationModel": "classify", "DetectionModel": "detect"}.get(type(src).__name__,
+                                                                               getattr(src, "task", None))
     if init in _INIT_TASK and task != _INIT_TASK[init]:
+        example = "yolov8n-cls.pt" if init == "imagenet" else "yolov8n.pt"
         raise ValueError(f"{weights}: a {task!r} checkpoint, but init {init!r} expects an ultralytics "
-                         f"{_INIT_TASK[init]!r} checkpoint ({'yolov8n-cls.pt' if init == 'imagenet' else 'yolov8n.pt'})")
+                         f"{_INIT_TASK[init]!r} checkpoint (e.g. {example})")
     src_sd, own = src.float().state_dict(), det_model.state_dict()
     fits = {k for k, v in src_sd.items() if k in own and own[k].shape == v.shape}
     if init == "imagenet":

@@ -252,15 +252,14 @@ def probe_url(url: str, timeout: float = 10.0) -> bool:
 
 
 def unavailable(names: Iterable[str], source_dir: str | os.PathLike | None, allow_download: bool,
-                store: str | os.PathLike | None = None, probe: Callable[[str], bool] = probe_url) -> list[str]:
-    """The files that can be neither found (already staged in ``store``, or in ``source_dir``) nor downloaded.
+                probe: Callable[[str], bool] = probe_url) -> list[str]:
+    """The files (of a stage about to run) that can be neither copied from ``source_dir`` nor downloaded. A copy
+    already in the staging folder does not count: Snakemake removes a job's outputs before it runs it.
 
     Downloads are probed (one HEAD request per URL) only when ``allow_download``; nothing is downloaded here.
     """
     out = []
     for name in dict.fromkeys(names):
-        if store is not None and (Path(store) / name).is_file() and manifest_path(store, name).is_file():
-            continue
         if find_local(name, source_dir) is not None:
             continue
         url = CATALOGUE[name].url

@@ -149,7 +149,7 @@ def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
         path = Path(a.spec) if a.spec else Path(a.run) / "train" / RUN_SPEC
         spec = load_spec(path)
     return evaluate_from_spec(spec, spec_path=path, split=a.split, n_boot=a.bootstrap, batch_size=a.batch_size,
-                              device=a.device, sr_rgb=a.sr_rgb, out=a.out)
+                              device=a.device, sr_rgb=a.sr_rgb, out=a.out, protocol=a.protocol)
 
 
 def cmd_summary(a: argparse.Namespace) -> dict[str, Any]:
@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", choices=["train", "val", "test"])
     e.add_argument("--sr-rgb", action="store_true", help="SR metrics on RGB without border crop (spec 10 row 12)")
     e.add_argument("--bootstrap", type=int, default=0, help="bootstrap replicates for AP / AP_s CIs (0 = off)")
+    e.add_argument("--protocol", choices=["coco", "mmdet"], default="coco",
+                   help="AP protocol: coco (every AP at 100 detections) or mmdet (the released code's: maxDets "
+                        "100/300/1000)")
     e.add_argument("--batch-size", type=int, default=2)
     e.add_argument("--device", default="auto")
     s = sub.add_parser("summary", help="per-component parameter counts as JSON")

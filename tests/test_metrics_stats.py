@@ -141,3 +141,21 @@ def test_add_bootstrap_writes_cis_into_metrics_json(tmp_path):
     ci = doc["extra"]["bootstrap"]["AP"]
     assert ci["low"] <= doc["detection"]["AP"] <= ci["high"] and ci["low"] < ci["high"]
     assert "AP_s" in doc["extra"]["bootstrap"]
+
+
+def test_bootstrap_point_follows_the_runs_protocol() -> None:
+    """The interval of an mmdet-protocol run is around the mmdet number the tables show (AP50 at 1,000
+    detections per image differs from the COCO protocol's at 100 when an image holds more than 100)."""
+    gt, dets = _random_case(3, seed=4)
+    rng = np.random.default_rng(0)
+    for im in gt["images"]:  # 150 extra low-score true positives per image: the 101st.. only count at maxDets 1000
+        for _ in range(150):
+            x, y = rng.uniform(0, 400, 2)
+            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": im["id"], "category_id": 1,
+                                      "bbox": [float(x), float(y), 10.0, 10.0]})
+            dets.append({"image_id": im["id"], "category_id": 1, "score": 0.001, "bbox": [float(x), float(y), 10, 10]})
+    mm = coco_evaluate(gt, dets, protocol="mmdet")["AP50"]
+    co = coco_evaluate(gt, dets, protocol="coco")["AP50"]
+    assert mm > co + 0.05
+    assert bootstrap_ci(gt, dets, metric="AP50", n_boot=5, protocol="mmdet")["point"] == pytest.approx(mm)
+    assert bootstrap_ci(gt, dets, metric="AP50", n_boot=5)["point"] == pytest.approx(co)

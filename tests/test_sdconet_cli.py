@@ -138,8 +138,9 @@ def test_x3_x4_offline_lr_sets_the_sr_upscale(demo_data: Path, tmp_path: Path, s
 
     model = build_model(from_dict(spec["settings"]["model"]))
     assert model.sr_decoder.upscale == scale
-    doc = _run(["evaluate", "--run", str(run)], capsys)
+    doc = _run(["evaluate", "--run", str(run), "--protocol", "mmdet"], capsys)
     assert doc["sr"]["psnr"] > 0
+    assert read_metrics(run / "metrics.json")["detection"]["protocol"] == "mmdet"
 
 
 def test_usage_errors_name_the_problem(demo_data: Path, tmp_path: Path, capsys) -> None:

@@ -122,13 +122,13 @@ gsd:0.146343590398
 #    D: wholly inside -> [341, 341] - [545, 545].
 # O5 storage-tank (difficult 1), diamond |x - 352| + |y - 352| <= 50 (area 5000), near D's top-left corner.
 #    A: wholly inside -> [302, 302] - [402, 402].
-#    B: the tip beyond x = 312 (height 10, base 20: 100) goes: f = 0.98, a 5-corner cut -> kept, difficulty 1,
+#    B: the tip left of x = 312 (height 10, base 20: 100) goes: f = 0.98, a 5-corner cut -> kept, difficulty 1,
 #       box [312, 302] - [402, 402].  C: mirror image, box [302, 312] - [402, 402].
 #    D: both tips go: f = 0.96, but the cut has 6 corners (corner (312, 312) is outside: 40 + 40 > 50) ->
 #       the devkit skips it: not written, counted as dropped.
 # O6 helicopter, diamond |x - 280| + |y - 60| <= 40 (area 3200).
 #    A: wholly inside -> [240, 20] - [320, 100].
-#    B: only the tip beyond x = 312 (height 8, base 16: 64, f = 0.02): a 3-corner cut -> skipped (dropped).
+#    B: only the tip right of x = 312 (height 8, base 16: 64, f = 0.02): a 3-corner cut -> skipped (dropped).
 # O7 small-vehicle, [-1, 40] x [600, 640], one pixel outside the image (a DOTA trap): the converted box is
 #    clipped to [0, 600, 40, 40], the polygon is not. C: f = 40 / 41 = 0.976 -> kept, box [0, 600] - [40, 640].
 # O8 swimming-pool, [600, 700] x [790, 824], reaching the image's bottom edge H = 824.

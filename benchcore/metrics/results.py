@@ -128,7 +128,9 @@ def add_bootstrap(metrics_path: str | Path, gt: Mapping[str, Any] | str | Path, 
     if not dets_path.is_file():
         raise FileNotFoundError(f"{dets_path}: no detections beside {path} to bootstrap")
     dets = json.loads(dets_path.read_text())
-    boot = {m: bootstrap_ci(gt, dets, metric=m, n_boot=n_boot, alpha=alpha, seed=seed) for m in metrics}
+    protocol = doc["detection"].get("protocol", "coco")  # the interval is around the number the tables show
+    boot = {m: bootstrap_ci(gt, dets, metric=m, n_boot=n_boot, alpha=alpha, seed=seed, protocol=protocol)
+            for m in metrics}
     doc["extra"] = {**(doc.get("extra") or {}), "bootstrap": boot}
     validate_metrics(doc, str(path))
     atomic_write_json(path, doc)

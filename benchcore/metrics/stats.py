@@ -39,7 +39,7 @@ def _resample(gt: dict, anns_by_img: list[list[dict]], dets_by_img: list[list[di
 
 
 def bootstrap_ci(gt: dict | str | Path, detections: list[dict], metric: str = "AP", n_boot: int = 200,
-                 alpha: float = 0.05, seed: int = 0, max_dets: int = 100) -> dict[str, Any]:
+                 alpha: float = 0.05, seed: int = 0, max_dets: int = 100, protocol: str = "coco") -> dict[str, Any]:
     """Percentile bootstrap confidence interval of a COCO metric, resampling **test images** with replacement.
 
     Each replicate draws ``num_images`` images with replacement, copies them (with their annotations and
@@ -52,12 +52,14 @@ def bootstrap_ci(gt: dict | str | Path, detections: list[dict], metric: str = "A
         metric: one of ``AP, AP50, AP75, AP_s, AP_m, AP_l, AR1, AR10, AR100, AR_s, AR_m, AR_l``.
         n_boot: number of replicates.
         alpha: 1 - confidence level (0.05 gives a 95 % interval).
+        protocol: the AP protocol of the run (``coco`` / ``mmdet``, as :func:`coco_evaluate`), so that the
+            interval is around the number the tables show.
 
     Returns:
         ``{"low", "high", "point", "n_boot", "n_valid", "metric", "alpha", "seed", "method": "percentile"}``;
         ``point`` is the metric on the original set.
     """
-    if metric not in COCO_KEYS:
+    if metric not in COCO_KEYS and protocol == "coco":
         raise ValueError(f"unknown metric {metric!r}; expected one of {COCO_KEYS}")
     if n_boot < 1 or not 0.0 < alpha < 1.0:
         raise ValueError(f"need n_boot >= 1 and 0 < alpha < 1, got n_boot={n_boot}, alpha={alpha}")
@@ -65,7 +67,8 @@ def bootstrap_ci(gt: dict | str | Path, detections: list[dict], metric: str = "A
     dets = _check_detections(data, detections)
     if not data["images"]:
         raise ValueError("ground truth has no images to resample")
-    point = _evaluate(data, dets, max_dets=max_dets, per_class=False, quiet=True, only=metric)[metric]
+    kw = dict(max_dets=max_dets, per_class=False, quiet=True, only=metric, protocol=protocol)
+    point = _evaluate(data, dets, **kw)[metric]
     pos = {im["id"]: i for i, im in enumerate(data["images"])}
     anns_by_img: list[list[dict]] = [[] for _ in data["images"]]
     dets_by_img: list[list[dict]] = [[] for _ in data["images"]]
@@ -79,7 +82,7 @@ def bootstrap_ci(gt: dict | str | Path, detections: list[dict], metric: str = "A
     values = []
     for _ in range(n_boot):
         boot_gt, boot_dets = _resample(data, anns_by_img, dets_by_img, rng.integers(0, n, size=n))
-        v = _evaluate(boot_gt, boot_dets, max_dets=max_dets, per_class=False, quiet=True, only=metric)[metric]
+        v = _evaluate(boot_gt, boot_dets, **kw)[metric]
         if v is not None:
             values.append(v)
     if values:
@@ -87,4 +90,4 @@ def bootstrap_ci(gt: dict | str | Path, detections: list[dict], metric: str = "A
     else:
         low = high = None
     return {"low": low, "high": high, "point": point, "n_boot": n_boot, "n_valid": len(values), "metric": metric,
-            "alpha": alpha, "seed": seed, "method": "percentile"}
+            "alpha": alpha, "seed": seed, "method": "percentile", "protocol": protocol}

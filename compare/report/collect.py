@@ -19,7 +19,7 @@ from benchcore.metrics.results import MetricsValidationError, read_metrics
 
 KEYS = ["dataset", "degradation", "method", "seed"]
 DETECTION_METRICS = ["AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l", "AR1", "AR10", "AR100", "AR_s", "AR_m", "AR_l"]
-RUN_COLUMNS = [*KEYS, *DETECTION_METRICS, "per_class", "psnr", "ssim", "protocol", "precision", "git_sha",
+RUN_COLUMNS = [*KEYS, *DETECTION_METRICS, "per_class", "psnr", "ssim", "protocol", "precision", "init", "git_sha",
                "config_hash", "device", "created_utc", "config", "path", "detections", "bootstrap"]
 #: The AP protocol of a metrics.json without ``detection.protocol`` (written before the key existed, when every
 #: run was scored with the COCO protocol).
@@ -92,6 +92,15 @@ def run_precision(config: Mapping[str, Any] | None, device: str | None = None) -
     return "fp16 autocast" if amp and _is_cuda(dev) else "fp32"
 
 
+def run_init(config: Mapping[str, Any] | None) -> str:
+    """How a run's trained network started, from the run spec its ``metrics.json`` records
+    (``provenance.config.spec.settings.init.init``, ``docs/weights.md``): ``imagenet``, ``coco``, ``scratch``,
+    ``file`` or ``timm``; ``unknown`` for a run written before specs recorded it."""
+    spec = config.get("spec") if isinstance(config, Mapping) else None
+    rec = ((spec.get("settings") or {}).get("init") if isinstance(spec, Mapping) else None) or {}
+    return str(rec.get("init")) if isinstance(rec, Mapping) and rec.get("init") else "unknown"
+
+
 def run_row(path: Path, results_dir: Path) -> dict[str, Any]:
     """One flat row from the ``metrics.json`` at ``path``; checks the path agrees with the document."""
     try:
@@ -113,6 +122,7 @@ def run_row(path: Path, results_dir: Path) -> dict[str, Any]:
         "psnr": _float(sr.get("psnr")), "ssim": _float(sr.get("ssim")),
         "protocol": det.get("protocol") or LEGACY_PROTOCOL,
         "precision": run_precision(prov.get("config"), prov.get("device")),
+        "init": run_init(prov.get("config")),
         "git_sha": prov.get("git_sha", ""), "config_hash": prov.get("config_hash", ""),
         "device": prov.get("device", ""), "created_utc": prov.get("created_utc", ""),
         "config": prov.get("config"), "path": path.relative_to(results_dir).as_posix(),
@@ -126,7 +136,8 @@ def collect_runs(results_dir: str | Path) -> pd.DataFrame:
 
     Metrics are the stored fractions (AP in [0, 1]; NaN where undefined), ``per_class`` a dict
     ``{class name: AP or None}``, ``protocol`` the AP protocol (``detection.protocol``; :data:`LEGACY_PROTOCOL` when
-    absent), ``precision`` the training precision (:func:`run_precision`), ``path`` / ``detections`` relative to
+    absent), ``precision`` the training precision (:func:`run_precision`), ``init`` the initialisation
+    (:func:`run_init`), ``path`` / ``detections`` relative to
     ``results_dir``. Sorted by
     dataset, degradation, method, seed. An empty or absent folder gives an empty frame.
 

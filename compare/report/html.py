@@ -64,7 +64,7 @@ def _tables(runs: pd.DataFrame, eff: pd.DataFrame, exps: pd.DataFrame, datasets:
     the AP protocol of its runs (``protocol``: the configured one, named when a table has no runs)."""
     out: list[tuple[str, Section]] = []
     pct = "COCO box metrics in percent, mean ± sample std over seeds (n = seeds)."
-    prec = "Precision: each run's training precision (fp16 autocast = AMP on CUDA)."
+    prec = "Precision: each run's training precision (fp16 autocast = AMP on CUDA). " + T.INIT_NOTE
     for ds in datasets:
         sel_ds = runs[runs["dataset"] == ds]
         for deg in degs:
@@ -84,9 +84,8 @@ def _tables(runs: pd.DataFrame, eff: pd.DataFrame, exps: pd.DataFrame, datasets:
             sig = T.significance_table(runs, exps, ds, deg)
             if len(sig):
                 out.append((f"significance_{ds}_{deg}", Section(f"Bootstrap CIs: {t}", f"AP and AP_s (percent) "
-                            f"on {ds}, {deg} with 95 % percentile-bootstrap intervals over test images (per run). "
-                            f"The intervals and their points use the {T.PROTOCOL_TEXT['coco']}, whatever the runs' "
-                            "protocol (the mmdet protocol's AP is the same number, its AP_s is not).", sig, None)))
+                            f"on {ds}, {deg} with 95 % percentile-bootstrap intervals over test images (per run), "
+                            f"each under its run's own AP protocol. {proto}", sig, None)))
             pc = T.per_class_table(runs, exps, ds, deg)
             if len(pc):
                 cls = {c: "max" for c in pc.columns if c not in ("Method", "n", "source")}
@@ -162,9 +161,16 @@ def _page(tables: list[tuple[str, Section]], figs: list[Section], runs: pd.DataF
     h = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>sdconet-bench report</title>",
          f"<style>{_CSS}</style></head><body><h1>sdconet-bench report</h1>"]
     h += [f"<p class='note'>{html.escape(n)}</p>" for n in notes]
-    precisions = ", ".join(f"{p}: {n} runs" for p, n in sorted(runs["precision"].value_counts().items())) or "no runs"
+    precisions = ", ".join(f"{p}: {n} run{'s' if n != 1 else ''}"
+                           for p, n in sorted(runs["precision"].value_counts().items())) or "no runs"
     h.append(f"<p><b>Evaluation.</b> {html.escape(T.protocol_caption(runs, protocol))} Training precision: "
              f"{html.escape(precisions)} (per method in the main and ablation tables).</p>")
+    inits = ", ".join(f"{i}: {n} runs" for i, n in sorted(runs["init"].value_counts().items())) or "no runs"
+    scratch = int((runs["init"] == "scratch").sum()) if len(runs) else 0
+    warn = (f" <b>{scratch} runs were trained from random weights (init: scratch, marked {T.SCRATCH_MARK}); the "
+            f"recipes start from pretrained weights.</b>" if scratch else "")
+    h.append(f"<p><b>Initialisation.</b> {html.escape(inits)} (per method in the main and ablation tables; "
+             f"docs/weights.md).{warn}</p>")
     h.append(f"<p>{len(runs)} runs collected; {len(missing)} expected runs missing. Every number comes from the "
              "metrics.json files listed in each CSV's <code>source</code> column (tables/).</p><h2>Tables</h2>")
     for stem, s in tables:
@@ -179,8 +185,8 @@ def _page(tables: list[tuple[str, Section]], figs: list[Section], runs: pd.DataF
     h.append(f"<h2>Missing runs ({len(missing)})</h2>")
     h.append(_html_table(missing) if len(missing) else "<p>None: every expected run is present.</p>")
     h.append("<h2>Provenance</h2>")
-    cols = ["dataset", "degradation", "method", "seed", "protocol", "precision", "git_sha", "config_hash", "device",
-            "created_utc", "path"]
+    cols = ["dataset", "degradation", "method", "seed", "protocol", "precision", "init", "git_sha", "config_hash",
+            "device", "created_utc", "path"]
     h.append(_html_table(runs[cols]) if len(runs) else "<p>No runs.</p>")
     for _, r in runs.iterrows():
         key = html.escape(r["path"])

@@ -6,7 +6,8 @@ dropped from Markdown / LaTeX). AP-family numbers are shown in percent with one 
 over seeds (sample std) when more than one seed is present; ``n`` is the number of seeds. A method of the
 sheet with no run shows ``missing``; an undefined metric (e.g. AP_s without small objects) shows ``n/a``.
 The AP protocol of the runs a table shows is named by its caption (:func:`protocol_caption`); the main and
-ablation tables name each method's training precision (``Precision``).
+ablation tables name each method's training precision (``Precision``) and initialisation (``Init``, with
+:data:`SCRATCH_MARK` on methods trained from random weights: ``init: scratch``, not the recipes' pretraining).
 """
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def protocol_caption(runs: pd.DataFrame, configured: str | None = None) -> str:
         return f"AP protocol: {PROTOCOL_TEXT.get(configured, configured)}." if configured else ""
     if len(names) == 1:
         return f"AP protocol: {PROTOCOL_TEXT.get(names[0], names[0])}."
-    counts = ", ".join(f"{n}: {found.count(n)} runs" for n in names)
+    counts = ", ".join(f"{n}: {found.count(n)} run{'s' if found.count(n) != 1 else ''}" for n in names)
     return (f"AP protocols differ between these runs ({counts}); numbers under different protocols are not "
             f"comparable. " + " ".join(f"{n} = {PROTOCOL_TEXT.get(n, n)}." for n in names))
 
@@ -55,6 +56,21 @@ def _precision(r: pd.DataFrame) -> str:
     if not len(r) or "precision" not in r.columns:
         return "–"
     return " / ".join(sorted({str(p) for p in r["precision"] if isinstance(p, str)})) or "–"
+
+
+#: Marks an ``Init`` cell of runs trained from random weights (``init: scratch``, docs/weights.md).
+SCRATCH_MARK = "†"
+INIT_NOTE = (f"Init: how each method's network started (imagenet / coco: the published pretrained weights, "
+             f"docs/weights.md); {SCRATCH_MARK} scratch = random initialisation, not the recipes' pretraining: such "
+             f"rows are not comparable with pretrained ones.")
+
+
+def _init(r: pd.DataFrame) -> str:
+    """The initialisation(s) of a method's runs (``imagenet``, ``scratch†``, ...; ``–`` without runs)."""
+    if not len(r) or "init" not in r.columns:
+        return "–"
+    found = sorted({str(i) for i in r["init"] if isinstance(i, str)})
+    return " / ".join(f"{i}{SCRATCH_MARK}" if i == "scratch" else i for i in found) or "–"
 
 
 def summary(values: Iterable[float]) -> dict | None:
@@ -125,7 +141,7 @@ def main_table(runs: pd.DataFrame, eff: pd.DataFrame | None, experiments: pd.Dat
     """Main comparison: one row per sheet method of ``kinds`` (sheet order) on one dataset / degradation.
 
     Columns: Method, AP, AP50, AP75, AP_s, AP_m, AP_l (percent), Params (M) (inference), GMAC,
-    Latency (ms) (batch 1 median), Precision (training), n, source. Efficiency cells come from
+    Latency (ms) (batch 1 median), Precision (training), Init (:func:`_init`), n, source. Efficiency cells come from
     ``efficiency/{method}.json``.
     """
     sel = _runs_of(runs, dataset, degradation)
@@ -136,11 +152,12 @@ def main_table(runs: pd.DataFrame, eff: pd.DataFrame | None, experiments: pd.Dat
         row = {"Method": exp["display"]}
         row.update({c: fmt_stat(r[c]) if len(r) else MISSING for c in AP_COLUMNS})
         row.update({"Params (M)": fmt_num(_params_m(e)), "GMAC": fmt_num(_val(e, "gmac")),
-                    "Latency (ms)": fmt_num(_val(e, "latency_ms")), "Precision": _precision(r), "n": len(r),
+                    "Latency (ms)": fmt_num(_val(e, "latency_ms")), "Precision": _precision(r), "Init": _init(r),
+                    "n": len(r),
                     "source": ";".join(filter(None, [_sources(r), None if e is None else e["path"]]))})
         rows.append(row)
-    return pd.DataFrame(rows, columns=["Method", *AP_COLUMNS, "Params (M)", "GMAC", "Latency (ms)", "Precision", "n",
-                                       "source"])
+    return pd.DataFrame(rows, columns=["Method", *AP_COLUMNS, "Params (M)", "GMAC", "Latency (ms)", "Precision", "Init",
+                                       "n", "source"])
 
 
 def _token_ratio(exp: pd.Series) -> str:
@@ -153,8 +170,8 @@ def _token_ratio(exp: pd.Series) -> str:
 
 def ablation_table(runs: pd.DataFrame, experiments: pd.DataFrame, dataset: str, degradation: str,
                    kinds: Sequence[str] | None = ABLATION_KINDS) -> pd.DataFrame:
-    """SDCoNet and its ablations: the switches (✓/✗, routing, token keep ratios level / layer, α), AP, AP_s and the
-    training precision."""
+    """SDCoNet and its ablations: the switches (✓/✗, routing, token keep ratios level / layer, α), AP, AP_s, the
+    training precision and the initialisation."""
     sel = _runs_of(runs, dataset, degradation)
     rows = []
     for _, exp in _rows(experiments, kinds).iterrows():
@@ -164,10 +181,10 @@ def ablation_table(runs: pd.DataFrame, experiments: pd.DataFrame, dataset: str, 
                      "SR branch": _TICK.get(exp["sr_branch"], exp["sr_branch"]), "Routing": exp["routing"],
                      "Token ratio": _token_ratio(exp), "α": exp["alpha"],
                      "AP": fmt_stat(r["AP"]) if len(r) else MISSING,
-                     "AP_s": fmt_stat(r["AP_s"]) if len(r) else MISSING, "Precision": _precision(r), "n": len(r),
-                     "source": _sources(r)})
+                     "AP_s": fmt_stat(r["AP_s"]) if len(r) else MISSING, "Precision": _precision(r),
+                     "Init": _init(r), "n": len(r), "source": _sources(r)})
     return pd.DataFrame(rows, columns=["Method", "Saliency", "Shared enc.", "SR branch", "Routing", "Token ratio",
-                                       "α", "AP", "AP_s", "Precision", "n", "source"])
+                                       "α", "AP", "AP_s", "Precision", "Init", "n", "source"])
 
 
 def sr_table(runs: pd.DataFrame, experiments: pd.DataFrame, dataset: str, degradation: str) -> pd.DataFrame:

@@ -56,6 +56,7 @@ rule train_detector:
         spec=spec_path,
         images=image_set,
         parts=multiext(f"{R}/data/{{dataset}}/partition/", "train.json", "val.json", "test.json"),
+        weights=weights_manifests,  # the staged ImageNet / COCO file when the spec names one (weights.smk)
     output:
         done=f"{R}/{{dataset}}/{{degradation}}/{{method,{SERIAL_RE}}}/seed{{seed}}/train/complete.json",
     log:

@@ -172,8 +172,9 @@ def run_weights(degradation, method):
 
 
 def weights_manifests(wc):
-    """Input of a training job: the stage's manifest of each file its spec names (none for init scratch)."""
-    return [str(pretrained.manifest_path(WEIGHTS_DIR, f)) for f in run_weights(wc.degradation, wc.method)]
+    """Input of a training job: the stage's manifest of each file its spec names (none for init scratch). ancient():
+    staging a verified file again (a new pin, a cleaned weights folder) does not retrain every run that reads it."""
+    return [ancient(str(pretrained.manifest_path(WEIGHTS_DIR, f))) for f in run_weights(wc.degradation, wc.method)]
 
 
 def _check_weights():
@@ -194,6 +195,16 @@ def _check_weights():
 
 
 WEIGHTS_NEEDED = _check_weights()
+
+
+def weights_preflight(dag):
+    """Before the first job of a real run (onstart; a dry run never calls it): every file the DAG will stage must be
+    in weights.dir or downloadable, else stop with one message naming each missing file and where to put it."""
+    names = sorted(job.wildcards.weights_file for job in dag.needrun_jobs() if job.rule.name == "stage_weights")
+    w = config["weights"]
+    missing = pretrained.unavailable(names, w["dir"], w["allow_download"])
+    if missing:
+        raise WorkflowError(pretrained.missing_message(missing, w["dir"], w["allow_download"], WEIGHTS_NEEDED))
 
 
 def weights_targets():
