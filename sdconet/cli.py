@@ -162,6 +162,7 @@ def cmd_summary(a: argparse.Namespace) -> dict[str, Any]:
         if a.num_classes is not None:
             sets["model.num_classes"] = a.num_classes
         sets["model.lr.scale"] = a.scale
+        sets["model.swin.pretrained"] = "scratch"  # parameter counts do not depend on the initialisation
         doc = yaml.safe_load(Path(a.config).read_text()) if a.config else {"model": {"preset": a.preset}}
         doc.setdefault("train", {})
         doc["train"] = {"epochs": 1, "batch_size": 1, **(doc["train"] or {})}  # the summary needs no schedule
