@@ -96,6 +96,11 @@ class SRTrainConfig(_Config):
     cache_images: bool = False
     part: str = "train"
     device: str = "cpu"
+    #: How the network starts (docs/weights.md): scratch (trained on the dataset's pairs only) | div2k (the published
+    #: DIV2K weights of this model and scale, preset paper only, fine-tuned on the pairs) | file.
+    init: str = "scratch"
+    #: The file ``init`` reads (the run spec sets the staged one for div2k; required for file).
+    weights: str | None = None
 
     def validate(self, source: str = "config") -> None:  # noqa: D102
         from baselines.sr_models import sr_model_names  # noqa: PLC0415  (the registry; imports torch)
@@ -104,6 +109,31 @@ class SRTrainConfig(_Config):
         _choice(source, self, "preset", ("paper", "tiny"))
         _choice(source, self, "scale", (None, 1, 2, 3, 4, 8))  # None: not set yet (the run sets it)
         _positive(source, self, "iters", "batch_size", "lr_patch_size", "lr", "checkpoint_every", "log_every")
+        _choice(source, self, "init", ("scratch", "div2k", "file"))
+        if self.init == "scratch" and self.weights is not None:
+            raise ConfigError(f"{source}: SRTrainConfig.weights is set but init is 'scratch': set init: file to start "
+                              f"from {self.weights!r}, or drop weights")
+        if self.init == "file" and self.weights is None:
+            raise ConfigError(f"{source}: SRTrainConfig.init 'file' needs weights: <path>")
+        if self.init == "div2k":
+            self._check_div2k(source)
+
+    def _check_div2k(self, source: str) -> None:
+        """``div2k`` names a published file: the paper-size network, at a scale that has one."""
+        from benchcore.weights import INIT_FILES  # noqa: PLC0415
+
+        if self.preset != "paper":
+            raise ConfigError(f"{source}: SRTrainConfig.init 'div2k' needs preset 'paper' (the published DIV2K weights "
+                              f"are paper-size networks; preset {self.preset!r} has other shapes): use init scratch")
+        if self.scale is None:  # the run sets it; checked again then
+            return
+        published = {int(net.rsplit("_x", 1)[1]): name for (net, init), name in sorted(INIT_FILES.items())
+                     if init == "div2k" and net.rsplit("_x", 1)[0] == self.model_name}
+        if self.scale not in published:
+            have = ", ".join(f"x{s} ({published[s]})" for s in sorted(published)) or "none"
+            raise ConfigError(f"{source}: SRTrainConfig.init 'div2k': no published DIV2K weights for {self.model_name} "
+                              f"x{self.scale}; published for {self.model_name}: {have}. Use init scratch, or init "
+                              f"file with weights: <path>")
 
     def to_kwargs(self) -> dict[str, Any]:
         """Arguments of ``train_sr`` (its ``patch_size`` is the HR side: ``lr_patch_size * scale``)."""

@@ -129,11 +129,31 @@ def detector_init(detector: str, settings: dict[str, Any], store: str) -> dict[s
     return rec
 
 
+def sr_init(sr_model: str, settings: dict[str, Any], store: str) -> dict[str, Any]:
+    """Resolve a learned SR model's ``init`` (``docs/weights.md``) in place, as :func:`detector_init` does for the
+    detectors: ``settings["weights"]`` (an ``SRTrainConfig`` dict) becomes the staged catalogue file of ``div2k``
+    (the published weights of this model at the run's scale), unless the user named a file; return the
+    ``settings.init`` record (:func:`benchcore.weights.resolve_init`, network ``<model>_x<scale>``)."""
+    from benchcore.weights import WeightsError, resolve_init  # noqa: PLC0415
+
+    try:
+        rec = resolve_init(f"{sr_model}_x{settings['scale']}", settings["init"], store, file=settings["weights"],
+                           source=f"sr_{sr_model}.init")
+    except WeightsError as exc:
+        raise SpecError(str(exc)) from None
+    settings["weights"] = rec["file"]
+    return rec
+
+
 def build_sr_spec(*, results: str, dataset: str, degradation: Mapping[str, Any], sr_model: str, seed: int,
-                  config_file: str | Path, sets: Sequence[str] | Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The specification of one SR stage: train (learned models) and super-resolve every LR tile."""
+                  config_file: str | Path, sets: Sequence[str] | Mapping[str, Any] | None = None,
+                  weights_dir: str | None = None) -> dict[str, Any]:
+    """The specification of one SR stage: train (learned models) and super-resolve every LR tile.
+    ``weights_dir``: where the weights stage puts the published files (default ``results/weights``)."""
     sections = resolve_sections(config_file, sets)
     settings = sr_settings(sections, sr_model, int(degradation["scale"]), seed)
+    if settings["sr"] is not None:  # a learned model: how it starts (interpolations train nothing)
+        settings["init"] = sr_init(sr_model, settings["sr"], weights_dir or f"{results}/weights")
     d = data_paths(results, dataset, degradation["name"])
     out = sr_run_dir(results, dataset, degradation["name"], sr_model, seed)
     paths = {"data": d["data"], "pairs": d["pairs"], "lr": d["lr"], "hr_images": d["hr_images"], "out": out,
@@ -152,7 +172,12 @@ def build_serial_spec(*, results: str, dataset: str, degradation: Mapping[str, A
     row = {k: v for k, v in dict(row).items() if k != "line"}
     if row.get("kind") != "serial":
         raise SpecError(f"method {row.get('id')!r} is not a serial row (kind {row.get('kind')!r})")
-    sections = resolve_sections(config_file, sets, row_sets(row, f"experiments row {row['id']!r}"), row["id"])
+    cell = row_sets(row, f"experiments row {row['id']!r}")
+    shared = [item.split("=", 1)[0].strip() for item in cell if item.split("=", 1)[0].strip().startswith("sr")]
+    if shared:
+        raise SpecError(f"experiments row {row['id']!r}, column 'set': {shared[0]!r}: an SR stage is shared by every "
+                        f"row that uses its model, so its settings go in baselines.set or the baselines config")
+    sections = resolve_sections(config_file, sets, cell, row["id"])
     scale = int(degradation["scale"])
     d = data_paths(results, dataset, degradation["name"])
     settings: dict[str, Any] = {"detector": detector_settings(sections, row["detector"], seed),
@@ -168,7 +193,9 @@ def build_serial_spec(*, results: str, dataset: str, degradation: Mapping[str, A
     else:
         sr_model = row["sr_model"]
         paths["images"] = f"{sr_run_dir(results, dataset, degradation['name'], sr_model, seed)}/images"
-        settings["sr"] = sr_settings(sections, sr_model, scale, seed)  # what made the images (recorded)
+        settings["sr"] = build_sr_spec(results=results, dataset=dataset, degradation=degradation, sr_model=sr_model,
+                                       seed=seed, config_file=config_file, sets=sets,
+                                       weights_dir=weights_dir)["settings"]  # the stage that made the images
     sources = {"config": str(config_file), "sets": dict(sets) if isinstance(sets, Mapping) else list(sets or []),
                "experiments": experiments}
     return make_spec("serial", dataset, seed, degradation, paths, settings, sources, method=row, sr_model=sr_model)

@@ -17,10 +17,16 @@ need (aligned random crops + flips, L1, Adam, multi-step LR) is ~100 lines, so w
   non-finite loss or a missing / mismatched HR-LR pair (naming the file).
 
 The learning rate is halved at 50/80/90/95 % of ``iters`` (SwinIR's schedule, in fractions).
+
+Initialisation (``init``, ``docs/weights.md``): ``scratch`` (random, the default: trained on the dataset's pairs
+only), ``div2k`` (the published DIV2K weights of the model and scale, which the workflow stages; preset paper) or
+``file``. The weights are loaded before the first iteration (:func:`load_sr_init`), so training fine-tunes them on the
+dataset's pairs; a resumed run continues from its checkpoint instead. Nothing is ever downloaded.
 """
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +44,24 @@ from baselines.sr_models import build_sr_model, sr_model_spec
 from data_prep.errors import DataError
 from benchcore.atomic import atomic_file
 from benchcore.provenance import git_sha
+from benchcore.weights import INIT_FILES, sha256sum
 
-__all__ = ["NonFiniteLossError", "Pair", "PairError", "PairPatchDataset", "list_pairs", "lr_at", "read_rgb",
-           "to_tensor", "train_sr"]
+__all__ = ["NonFiniteLossError", "Pair", "PairError", "PairPatchDataset", "SRInitError", "init_state_dict",
+           "list_pairs", "load_sr_init", "lr_at", "read_rgb", "to_tensor", "train_sr"]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 LR_MILESTONES = (0.5, 0.8, 0.9, 0.95)
 # Keys of the config that must match for a resume to be "exact".
 _RESUME_KEYS = ("model", "scale", "preset", "batch_size", "patch_size", "lr", "seed", "part")
+SR_INITS = ("scratch", "div2k", "file")
+#: Buffers a network derives from its own arguments, never read from an init file: SwinIR's shifted-window attention
+#: mask (sized by ``img_size``: the DIV2K files are s48, the paper preset builds img_size 64, the DF2K setting) and its
+#: relative position index (a constant of the window size). The model keeps its own; every other tensor must match.
+_DERIVED_BUFFERS = ("attn_mask", "relative_position_index")
+
+
+class SRInitError(ValueError):
+    """An SR init file that is missing, unreadable or does not fit the network (the message names the file)."""
 
 
 class PairError(DataError):
@@ -137,6 +153,59 @@ class PairPatchDataset(Dataset):
         return to_tensor(lr), to_tensor(hr)
 
 
+def init_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of an SR weights file: BasicSR's layout (``{"params_ema": ...}`` before ``{"params": ...}``, as
+    :func:`baselines.sr_models.load_sr_weights` reads it), one of our checkpoints (``model``) or a bare state dict;
+    ``module.`` prefixes (DataParallel) are dropped, as BasicSR's ``load_network`` does."""
+    if not Path(path).is_file():
+        raise SRInitError(f"SR init file not found: {path} (nothing is downloaded; docs/weights.md)")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # one of our resumable checkpoints (numpy RNG state): a file the user named
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(blob, dict):
+        for key in ("model", "params_ema", "params"):
+            if isinstance(blob.get(key), dict):
+                blob = blob[key]
+                break
+    if not isinstance(blob, dict) or not blob or not all(isinstance(v, torch.Tensor) for v in blob.values()):
+        raise SRInitError(f"{path}: no state dict found (expected BasicSR's {{'params': ...}} or "
+                          f"{{'params_ema': ...}})")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in blob.items()}
+
+
+def load_sr_init(model: torch.nn.Module, path: str | os.PathLike, what: str = "the SR network") -> dict[str, Any]:
+    """Load the init file ``path`` into ``model``: every parameter and persistent buffer must be in the file with
+    its shape (a strict load), except the derived buffers (:data:`_DERIVED_BUFFERS`), which the model keeps.
+
+    Returns:
+        ``{"file", "sha256", "tensors" (loaded), "derived_kept" (buffers the model kept)}``.
+
+    Raises:
+        SRInitError: a missing file, or tensors missing / unexpected / of another shape (the first few named).
+    """
+    def derived(key: str) -> bool:
+        return key.rsplit(".", 1)[-1] in _DERIVED_BUFFERS
+
+    own = model.state_dict()
+    sd = {k: v for k, v in init_state_dict(path).items() if not derived(k)}
+    missing = [k for k in own if not derived(k) and k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [f"{k} {tuple(sd[k].shape)} vs {tuple(own[k].shape)}" for k in sd
+             if k in own and sd[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:3]) + (f", ... ({len(keys)} in all)" if len(keys) > 3 else "")
+
+        parts = [f"{label}: {few(keys)}" for label, keys in (("missing", missing), ("not in the network", unexpected),
+                                                              ("other shape (file vs network)", wrong)) if keys]
+        raise SRInitError(f"{path} does not fit {what} ({'; '.join(parts)}); is it the file of this model and scale, "
+                          f"preset paper?")
+    model.load_state_dict(sd, strict=False)
+    return {"file": str(path), "sha256": sha256sum(path), "tensors": len(sd),
+            "derived_kept": sum(derived(k) for k in own)}
+
+
 def lr_at(base_lr: float, it: int, iters: int) -> float:
     """Learning rate of iteration ``it`` (0-based): halved at each of :data:`LR_MILESTONES`."""
     return base_lr * 0.5 ** sum(it >= int(m * iters) for m in LR_MILESTONES)
@@ -146,17 +215,29 @@ def train_sr(model_name: str, scale: int, pairs_dir: str | os.PathLike, out_dir:
              batch_size: int = 16, patch_size: int = 96, lr: float = 2e-4, seed: int = 0, resume: bool = False,
              device: str | torch.device | None = "cpu", preset: str = "paper", part: str = "train",
              checkpoint_every: int = 1000, log_every: int = 10, num_workers: int = 0,
-             cache_images: bool = False) -> dict[str, Any]:
+             cache_images: bool = False, init: str = "scratch",
+             weights: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train ``model_name`` on ``pairs_dir/<part>/{HR,LR}`` for ``iters`` iterations.
 
     ``patch_size`` is the HR patch side. With ``resume=True`` training continues from
     ``out_dir/checkpoints/last.pt`` when it exists (its config must match, ``iters`` may grow); without it
-    any previous checkpoint/log in ``out_dir`` is overwritten. Returns a summary dict (paths, final loss).
+    any previous checkpoint/log in ``out_dir`` is overwritten. ``init`` / ``weights``: the initialisation (module
+    docstring), loaded before the first iteration and recorded in the config of ``model.pth`` and in the summary.
+    Returns a summary dict (paths, final loss, ``init``).
     """
+    if init not in SR_INITS:
+        raise ValueError(f"unknown SR init {init!r}; expected one of {SR_INITS}")
+    if init == "scratch" and weights is not None:
+        raise ValueError(f"SR init 'scratch' but a weights file is named ({weights}); use init 'file' to start from it")
+    if init != "scratch" and weights is None:
+        name = INIT_FILES.get((f"{model_name.lower()}_x{int(scale)}", "div2k"), "<file>")
+        raise ValueError(f"SR init {init!r} needs its file (the workflow stages it: docs/weights.md; on the command "
+                         f"line, --set sr.weights=/path/to/{name})")
     out, dev = Path(out_dir), resolve_device(device)
     config = {"model": model_name.lower(), "scale": int(scale), "preset": preset, "iters": int(iters),
               "batch_size": int(batch_size), "patch_size": int(patch_size), "lr": float(lr), "seed": int(seed),
-              "part": part, "pairs_dir": str(Path(pairs_dir).resolve()), "spec": sr_model_spec(model_name, scale, preset)}
+              "part": part, "pairs_dir": str(Path(pairs_dir).resolve()), "spec": sr_model_spec(model_name, scale, preset),
+              "init": init, "weights": str(weights) if weights is not None else None}
     pairs = list_pairs(Path(pairs_dir) / part / "HR", Path(pairs_dir) / part / "LR", int(scale))
     ckpt_path = out / "checkpoints" / "last.pt"
     seed_everything(seed)
@@ -167,12 +248,19 @@ def train_sr(model_name: str, scale: int, pairs_dir: str | os.PathLike, out_dir:
     criterion = L1Loss(loss_weight=1.0, reduction="mean")
     optim = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
     start = 0
+    init_report: dict[str, Any] = {"init": init, "file": config["weights"]}
     if resume and ckpt_path.is_file():
         ckpt = load_resume_checkpoint(ckpt_path, config, _RESUME_KEYS)
+        if ckpt["config"].get("init", "scratch") != init:  # checkpoints before init existed started from scratch
+            raise ValueError(f"cannot resume from {ckpt_path}: it started from init "
+                             f"{ckpt['config'].get('init', 'scratch')!r}, the config now says {init!r}")
         model.load_state_dict(ckpt["model"])
         optim.load_state_dict(ckpt["optimizer"])
         start = int(ckpt["iteration"])
         set_rng_state(ckpt["rng"])
+        init_report["resumed"] = True  # the checkpoint's weights, not the init file's
+    elif init != "scratch":
+        init_report.update(load_sr_init(model, weights, f"{model_name} x{scale} (preset {preset})"))
     log = JsonlLog(out / "log.jsonl", resume_step=start if resume else None)
 
     def checkpoint(it: int) -> None:
@@ -214,4 +302,5 @@ def train_sr(model_name: str, scale: int, pairs_dir: str | os.PathLike, out_dir:
         torch.save({"params": model.state_dict(), "config": config}, fh)
     return {"iterations": iters, "resumed_from": start if start else None, "final_loss": loss_value,
             "checkpoint": str(ckpt_path), "weights": str(final), "log": str(out / "log.jsonl"),
-            "seconds": round(time.time() - t0, 3), "device": str(dev), "num_pairs": len(pairs)}
+            "seconds": round(time.time() - t0, 3), "device": str(dev), "num_pairs": len(pairs),
+            "init": init_report}

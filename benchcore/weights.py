@@ -7,10 +7,12 @@ Every trained network declares how it starts (``docs/weights.md``)::
     imagenet  the recipe's ImageNet checkpoint: Swin-T for SDCoNet, torchvision's ResNet-50 for Faster R-CNN,
               the yolov8{n,s}-cls backbone for YOLOv8
     coco      a COCO-trained detector (Faster R-CNN R50-FPN, YOLOv8n/s): extra, clearly named rows only
+    div2k     an SR model's published bicubic-SR weights for the run's scale (BasicSR / SwinIR model zoos),
+              fine-tuned on the dataset's pairs; the SR models' option, never their default
     file      a local file the user names (used in place: not staged, no recorded sha256)
 
-``imagenet`` and ``coco`` name a file of :data:`CATALOGUE` through :data:`INIT_FILES`. The run spec records the
-resolved declaration (:func:`resolve_init`) in ``settings.init``, so every ``metrics.json`` carries it (its
+``imagenet``, ``coco`` and ``div2k`` name a file of :data:`CATALOGUE` through :data:`INIT_FILES`. The run spec records
+the resolved declaration (:func:`resolve_init`) in ``settings.init``, so every ``metrics.json`` carries it (its
 ``provenance.config.spec``). The workflow's local rule ``stage_weights`` puts each catalogue file a configured run
 needs under ``{results_dir}/weights/`` (:func:`stage_file`), before any training job; a real run stops before its
 first job when a file can be neither found nor downloaded (:func:`missing_message`).
@@ -32,7 +34,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from benchcore.atomic import atomic_write_json
 
-INITS = ("scratch", "imagenet", "coco", "file")
+INITS = ("scratch", "imagenet", "coco", "div2k", "file")
 #: File endings that make an ``init`` value a local path rather than a misspelt keyword.
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".pkl", ".ckpt")
 
@@ -54,7 +56,7 @@ class WeightFile:
         sha256_note: Where ``sha256`` comes from, or why it is missing.
         layout: The state-dict layout, as the loader that reads it names it.
         network: The network id it initialises (:data:`INIT_FILES`).
-        init: ``imagenet`` or ``coco``.
+        init: ``imagenet``, ``coco`` or ``div2k`` (SR models).
         used_by: Which declaration selects it.
     """
 
@@ -70,6 +72,11 @@ class WeightFile:
 
 
 _TORCH_PREFIX = "torchvision's file name carries the first 8 hex digits of the sha256 (torch.hub check_hash)"
+_BASICSR_PREFIX = ("BasicSR's file name carries the first 8 hex digits of the sha256 (scripts/publish_models.py); "
+                   "no full sha256 is published")
+_BASICSR_DRIVE = ("BasicSR publishes it on Google Drive only (docs/ModelZoo.md, "
+                  "scripts/download_pretrained_models.py): no stable direct URL, so put it in weights.dir")
+_SWINIR_RELEASE = "https://github.com/JingyunLiang/SwinIR/releases/download/v0.0"
 _ULTRA = ("ultralytics publishes no checksum for its release assets; the tag is pinned to the one ultralytics 8.4 "
           "downloads from (v8.4.0), whose files may differ from other tags'")
 
@@ -110,10 +117,35 @@ CATALOGUE: dict[str, WeightFile] = {w.file: w for w in (
         sha256=None, hash_prefix=None, sha256_note=_ULTRA,
         layout="ultralytics-detect", network=f"yolov8{k}", init="coco",
         used_by=f"YOLOv8{k} COCO rows (yolo.init: coco)") for k in "ns"),
+    # SR models, init div2k (sr.init / sr_<model>.init): one file per (model, scale), preset paper only.
+    *(WeightFile(
+        file=f"EDSR_Mx{s}_f64b16_DIV2K_official-{prefix}.pth", url=None, sha256=None, hash_prefix=prefix,
+        sha256_note=f"{_BASICSR_PREFIX}; {_BASICSR_DRIVE} (file id {drive_id})",
+        layout="basicsr-params", network=f"edsr_x{s}", init="div2k",
+        used_by=f"EDSR x{s} (sr_edsr.init: div2k): BasicSR's EDSR-M f64b16 (the EDSR baseline), converted from "
+                f"the official EDSR release, trained on DIV2K")
+      for s, prefix, drive_id in ((2, "3ba7b086", "1mREMGVDymId3NzIc2u90sl_X4-pb4ZcV"),
+                                  (3, "6908f88a", "1EriqQqlIiRyPbrYGBbwr_FZzvb3iwqz5"),
+                                  (4, "0c287733", "1bCK6cFYU01uJudLgUUe-jgx-tZ3ikOWn"))),
+    WeightFile(
+        file="ESRGAN_PSNR_SRx4_DF2K_official-150ff491.pth", url=None, sha256=None, hash_prefix="150ff491",
+        sha256_note=f"{_BASICSR_PREFIX}; {_BASICSR_DRIVE} (file id 1swaV5iBMFfg-DL6ZyiARztbhutDCWXMM)",
+        layout="basicsr-params", network="rrdb_x4", init="div2k",
+        used_by="RRDB x4 (sr_rrdb.init: div2k): ESRGAN's PSNR-oriented RRDB_PSNR_x4 in BasicSR's RRDBNet names, "
+                "trained on DF2K (DIV2K + Flickr2K; BasicSR's model zoo lists no DIV2K-only RRDB)"),
+    *(WeightFile(
+        file=f"001_classicalSR_DIV2K_s48w8_SwinIR-M_x{s}.pth",
+        url=f"{_SWINIR_RELEASE}/001_classicalSR_DIV2K_s48w8_SwinIR-M_x{s}.pth",
+        sha256=None, hash_prefix=None,
+        sha256_note="the SwinIR release (tag v0.0) lists no checksum and its file names carry none; pin the value you "
+                    "compute in weights.sha256 (the stage records what it saw in the manifest)",
+        layout="basicsr-params", network=f"swinir_x{s}", init="div2k",
+        used_by=f"SwinIR x{s} (sr_swinir.init: div2k): SwinIR-M classical SR, trained on DIV2K with 48 px LR "
+                f"patches (s48w8)") for s in (2, 3, 4, 8)),
 )}
 
 #: ``(network, init) -> catalogue file``. Networks: ``swin_t`` (SDCoNet's shared encoder), ``frcnn_r50_fpn``
-#: (Faster R-CNN, preset paper), ``yolov8n`` / ``yolov8s``.
+#: (Faster R-CNN, preset paper), ``yolov8n`` / ``yolov8s``, ``<sr model>_x<scale>`` (SR models, preset paper).
 INIT_FILES: dict[tuple[str, str], str] = {(w.network, w.init): w.file for w in CATALOGUE.values()}
 
 

@@ -137,3 +137,20 @@ def test_cli_and_workflow_builders_give_the_same_run(data, tmp_path, capsys):
     from benchcore.runspec import spec_hash
 
     assert spec_hash(cli) == spec_hash(dag)
+
+
+def test_a_serial_rows_set_cell_cannot_change_a_shared_sr_stage(data):
+    """EDSR + YOLO and EDSR + Faster R-CNN read the same EDSR stage: a row cannot change it for itself alone."""
+    cfg = REPO / "config" / "baselines" / "demo.yaml"
+    row = {**load_experiments(REPO / "config" / "experiments.tsv").set_index("id").loc["frcnn_edsr"].to_dict(),
+           "id": "frcnn_edsr", "set": "frcnn.epochs=2; sr_edsr.iters=5"}
+    with pytest.raises(ValueError, match=r"'sr_edsr.iters': an SR stage is shared"):
+        build_serial_spec(results=str(data / "results"), dataset="demo", degradation=degradation_of("bicubic_x2", DEGS),
+                          row=row, seed=0, config_file=cfg)
+    row["set"] = "frcnn.epochs=2"
+    spec = build_serial_spec(results=str(data / "results"), dataset="demo",
+                             degradation=degradation_of("bicubic_x2", DEGS), row=row, seed=0, config_file=cfg)
+    assert spec["settings"]["detector"]["epochs"] == 2
+    stage = build_sr_spec(results=str(data / "results"), dataset="demo", degradation=degradation_of("bicubic_x2", DEGS),
+                          sr_model="edsr", seed=0, config_file=cfg)
+    assert spec["settings"]["sr"] == stage["settings"]  # the record is the shared stage itself

@@ -10,6 +10,7 @@ rule train_sr:
     input:
         spec=sr_spec_path,
         pairs=f"{R}/data/{{dataset}}/{{degradation}}/basicsr",
+        weights=weights_manifests,  # the staged DIV2K file when the SR stage's spec names one (init div2k)
     output:
         done=f"{R}/{{dataset}}/{{degradation}}/sr/{{sr_model,{LEARNED_SR}}}/seed{{seed}}/model/complete.json",
     log:

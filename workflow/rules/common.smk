@@ -171,10 +171,20 @@ def run_weights(degradation, method):
     return tuple(pretrained.staged_files(method_spec(DATASETS[0], degradation, method, SEEDS[0])))
 
 
+@functools.lru_cache(maxsize=None)
+def sr_weights(degradation, sr_model):
+    """Catalogue files an SR stage's spec reads from WEIGHTS_DIR (init div2k); empty for scratch, a user file or an
+    interpolation."""
+    return tuple(pretrained.staged_files(sr_spec(DATASETS[0], degradation, sr_model, SEEDS[0])))
+
+
 def weights_manifests(wc):
-    """Input of a training job: the stage's manifest of each file its spec names (none for init scratch). ancient():
-    staging a verified file again (a new pin, a cleaned weights folder) does not retrain every run that reads it."""
-    return [ancient(str(pretrained.manifest_path(WEIGHTS_DIR, f))) for f in run_weights(wc.degradation, wc.method)]
+    """Input of a training job (a run's, or an SR stage's: wildcard sr_model): the stage's manifest of each file its
+    spec names (none for init scratch). ancient(): staging a verified file again (a new pin, a cleaned weights
+    folder) does not retrain every run that reads it."""
+    names = (sr_weights(wc.degradation, wc.sr_model) if hasattr(wc, "sr_model")
+             else run_weights(wc.degradation, wc.method))
+    return [ancient(str(pretrained.manifest_path(WEIGHTS_DIR, f))) for f in names]
 
 
 def _check_weights():
@@ -189,7 +199,10 @@ def _check_weights():
     pairs = {(MAIN_DEG, m) for m in METHODS} | {(d, m) for d in sweep["degradations"] for m in sweep["methods"]}
     needed = {}
     for deg, method in sorted(pairs):
-        for name in run_weights(deg, method):
+        names = run_weights(deg, method)
+        if EXP.loc[method, "kind"] == "serial" and EXP.loc[method, "input"] == "sr":  # + its SR stage's (div2k)
+            names += sr_weights(deg, EXP.loc[method, "sr_model"])
+        for name in names:
             needed.setdefault(name, set()).add(method)
     return needed
 
