@@ -29,7 +29,6 @@ non-finite loss.
 from __future__ import annotations
 
 import os
-import pickle
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -89,16 +88,9 @@ def frcnn_architecture(num_classes: int, tile_size: int, preset: str = "paper", 
 
 def _state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a torchvision / our checkpoint file (``{"model": ...}`` unwrapped)."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"Faster R-CNN init file not found: {path} (nothing is downloaded; docs/weights.md)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # one of our resumable checkpoints (numpy RNG state): a file the user named
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    for key in ("model", "state_dict"):
-        if isinstance(blob, dict) and isinstance(blob.get(key), dict):
-            blob = blob[key]
-    return {k: v for k, v in blob.items() if torch.is_tensor(v)}
+    from benchcore.checkpoints import load_tensors  # noqa: PLC0415
+
+    return load_tensors(path, ("model", "state_dict"), what="Faster R-CNN init file")
 
 
 def load_resnet50_imagenet(model: nn.Module, path: str | os.PathLike) -> dict[str, Any]:

@@ -26,7 +26,6 @@ dataset's pairs; a resumed run continues from its checkpoint instead. Nothing is
 from __future__ import annotations
 
 import os
-import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,21 +156,13 @@ def init_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of an SR weights file: BasicSR's layout (``{"params_ema": ...}`` before ``{"params": ...}``, as
     :func:`baselines.sr_models.load_sr_weights` reads it), one of our checkpoints (``model``) or a bare state dict;
     ``module.`` prefixes (DataParallel) are dropped, as BasicSR's ``load_network`` does."""
-    if not Path(path).is_file():
-        raise SRInitError(f"SR init file not found: {path} (nothing is downloaded; docs/weights.md)")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # one of our resumable checkpoints (numpy RNG state): a file the user named
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(blob, dict):
-        for key in ("model", "params_ema", "params"):
-            if isinstance(blob.get(key), dict):
-                blob = blob[key]
-                break
-    if not isinstance(blob, dict) or not blob or not all(isinstance(v, torch.Tensor) for v in blob.values()):
+    from benchcore.checkpoints import load_tensors  # noqa: PLC0415
+
+    blob = load_tensors(path, ("model", "params_ema", "params"), what="SR init file", error=SRInitError)
+    if not blob:
         raise SRInitError(f"{path}: no state dict found (expected BasicSR's {{'params': ...}} or "
                           f"{{'params_ema': ...}})")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in blob.items()}
+    return blob
 
 
 def load_sr_init(model: torch.nn.Module, path: str | os.PathLike, what: str = "the SR network") -> dict[str, Any]:

@@ -84,3 +84,32 @@ def copy_sheet():
         return dest
 
     return write
+
+
+@pytest.fixture(scope="session")
+def make_demo_data():
+    """``make_demo_data(root, seed=0, pairs=False) -> root/results/data/demo``: the data stage's folder for 4
+    synthetic 256 px scenes, as the workflow lays it out: ``coco.json``, ``tiles/`` (128 px), ``partition/``
+    (train/val/test 0.5/0.25/0.25) and ``bicubic_x2/lr`` (+ ``bicubic_x2/basicsr`` pairs with ``pairs``)."""
+    def make(root: Path, seed: int = 0, pairs: bool = False) -> Path:
+        from data_prep.convert import convert_dataset
+        from data_prep.degrade import degrade_folder
+        from data_prep.demo import generate_demo
+        from data_prep.export import export_basicsr_pairs
+        from data_prep.partition import partition_tiles
+        from data_prep.split import split_dataset
+
+        data = root / "results" / "data" / "demo"
+        generate_demo(root / "raw", n_images=4, size=256, seed=seed)
+        convert_dataset("demo", root / "raw", data / "coco.json")
+        split_dataset(data / "coco.json", root / "raw", data / "tiles", tile=128, gap=0, workers=1, progress=False)
+        partition_tiles(data / "tiles" / "annotations.json", data / "partition",
+                        ratios={"train": 0.5, "val": 0.25, "test": 0.25})
+        degrade_folder(data / "tiles" / "images", data / "bicubic_x2" / "lr", scale=2)
+        if pairs:
+            parts = {p: data / "partition" / f"{p}.json" for p in ("train", "val", "test")}
+            export_basicsr_pairs(parts, data / "tiles" / "images", data / "bicubic_x2" / "lr",
+                                 data / "bicubic_x2" / "basicsr")
+        return data
+
+    return make

@@ -24,25 +24,10 @@ DEGS = {"bicubic_x2": {"scale": 2, "kernel": "torch-bicubic", "blur": 0.0, "nois
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    """results/data/demo laid out as the workflow does: tiles, partition, bicubic_x2/{lr, basicsr}."""
-    from data_prep.convert import convert_dataset
-    from data_prep.degrade import degrade_folder
-    from data_prep.demo import generate_demo
-    from data_prep.export import export_basicsr_pairs
-    from data_prep.partition import partition_tiles
-    from data_prep.split import split_dataset
-
+def data(tmp_path_factory, make_demo_data) -> Path:
+    """The workflow's layout under a temporary root: results/data/demo/{tiles, partition, bicubic_x2/{lr, basicsr}}."""
     root = tmp_path_factory.mktemp("recipes")
-    data = root / "results" / "data" / "demo"
-    generate_demo(root / "raw", n_images=4, size=256, seed=0)
-    convert_dataset("demo", root / "raw", data / "coco.json")
-    split_dataset(data / "coco.json", root / "raw", data / "tiles", tile=128, gap=0, workers=1, progress=False)
-    partition_tiles(data / "tiles" / "annotations.json", data / "partition",
-                    ratios={"train": 0.5, "val": 0.25, "test": 0.25})
-    degrade_folder(data / "tiles" / "images", data / "bicubic_x2" / "lr", scale=2)
-    parts = {p: data / "partition" / f"{p}.json" for p in ("train", "val", "test")}
-    export_basicsr_pairs(parts, data / "tiles" / "images", data / "bicubic_x2" / "lr", data / "bicubic_x2" / "basicsr")
+    make_demo_data(root, seed=0, pairs=True)
     return root
 
 

@@ -186,23 +186,9 @@ def test_evaluate_rules_pass_the_protocol() -> None:
 # --- evaluation: the protocol reaches metrics.json ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
+def demo(tmp_path_factory, make_demo_data) -> Path:
     """A results/data/demo-like folder: tiles (128 px), partition, bicubic_x2/lr."""
-    from data_prep.convert import convert_dataset
-    from data_prep.degrade import degrade_folder
-    from data_prep.demo import generate_demo
-    from data_prep.partition import partition_tiles
-    from data_prep.split import split_dataset
-
-    root = tmp_path_factory.mktemp("protocol")
-    data = root / "results" / "data" / "demo"
-    generate_demo(root / "raw", n_images=4, size=256, seed=1)
-    convert_dataset("demo", root / "raw", data / "coco.json")
-    split_dataset(data / "coco.json", root / "raw", data / "tiles", tile=128, gap=0, workers=1, progress=False)
-    partition_tiles(data / "tiles" / "annotations.json", data / "partition",
-                    ratios={"train": 0.5, "val": 0.25, "test": 0.25})
-    degrade_folder(data / "tiles" / "images", data / "bicubic_x2" / "lr", scale=2)
-    return data
+    return make_demo_data(tmp_path_factory.mktemp("protocol"), seed=1)
 
 
 def test_sdconet_evaluation_records_the_protocol(demo: Path) -> None:
