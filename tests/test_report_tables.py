@@ -300,3 +300,22 @@ def test_job_cost_table_from_snakemake_benchmark_files(tmp_path):
     (tmp_path / "benchmarks" / "bad.tsv").write_text("nonsense\n")
     with pytest.raises(ResultsError, match="bad.tsv"):
         collect_job_costs(tmp_path)
+
+
+def test_run_behaviour_names_the_released_code_behaviours():
+    from compare.report.collect import run_behaviour
+
+    def cfg(**model):
+        base = {"deform_residual": "standard", "sr_decoder": {"official_view_quirk": False}, "head_init": "independent",
+                "neck": {"sr_conv_init": "xavier"}}
+        for k, v in model.items():
+            base[k] = {**base[k], **v} if isinstance(v, dict) else v
+        return {"spec": {"settings": {"model": base}}}
+
+    assert run_behaviour(cfg()) == "fixed"
+    released = cfg(deform_residual="official", sr_decoder={"official_view_quirk": True}, head_init="copies",
+                   neck={"sr_conv_init": "kaiming_fan_out"})
+    assert run_behaviour(released) == "released"
+    assert run_behaviour(cfg(deform_residual="official")) == "released: double residual"
+    assert run_behaviour({"spec": {"settings": {"detector": {}}}}) == "–"  # a serial baseline
+    assert run_behaviour(None) == "unknown"

@@ -19,7 +19,8 @@ from benchcore.metrics.results import MetricsValidationError, read_metrics
 
 KEYS = ["dataset", "degradation", "method", "seed"]
 DETECTION_METRICS = ["AP", "AP50", "AP75", "AP_s", "AP_m", "AP_l", "AR1", "AR10", "AR100", "AR_s", "AR_m", "AR_l"]
-RUN_COLUMNS = [*KEYS, *DETECTION_METRICS, "per_class", "psnr", "ssim", "protocol", "precision", "init", "git_sha",
+RUN_COLUMNS = [*KEYS, *DETECTION_METRICS, "per_class", "psnr", "ssim", "protocol", "precision", "init", "behaviour",
+               "git_sha",
                "config_hash", "device", "created_utc", "config", "path", "detections", "bootstrap"]
 #: The AP protocol of a metrics.json without ``detection.protocol`` (written before the key existed, when every
 #: run was scored with the COCO protocol).
@@ -101,6 +102,36 @@ def run_init(config: Mapping[str, Any] | None) -> str:
     return str(rec.get("init")) if isinstance(rec, Mapping) and rec.get("init") else "unknown"
 
 
+#: The released code's behaviours (spec Appendix B) and the model-config value that switches each on.
+RELEASED_BEHAVIOURS = {"double residual": ("deform_residual", "official"),
+                       "res_4 view": ("sr_decoder.official_view_quirk", True),
+                       "head copies": ("head_init", "copies"),
+                       "Kaiming SR conv": ("neck.sr_conv_init", "kaiming_fan_out")}
+
+
+def run_behaviour(config: Mapping[str, Any] | None) -> str:
+    """Which of the released code's behaviours an SDCoNet run's model had, from its run spec: ``released`` (all
+    four, as the released code), ``fixed`` (none), or the ones it had; ``–`` for a run without an SDCoNet model
+    (serial baselines) and ``unknown`` for a run written before specs recorded it."""
+    spec = config.get("spec") if isinstance(config, Mapping) else None
+    if not isinstance(spec, Mapping):
+        return "unknown"
+    model = (spec.get("settings") or {}).get("model")
+    if not isinstance(model, Mapping):
+        return "–"
+
+    def get(key: str) -> Any:
+        node: Any = model
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        return node
+
+    on = [name for name, (key, value) in RELEASED_BEHAVIOURS.items() if get(key) == value]
+    if not on:
+        return "fixed"
+    return "released" if len(on) == len(RELEASED_BEHAVIOURS) else "released: " + ", ".join(on)
+
+
 def run_row(path: Path, results_dir: Path) -> dict[str, Any]:
     """One flat row from the ``metrics.json`` at ``path``; checks the path agrees with the document."""
     try:
@@ -123,6 +154,7 @@ def run_row(path: Path, results_dir: Path) -> dict[str, Any]:
         "protocol": det.get("protocol") or LEGACY_PROTOCOL,
         "precision": run_precision(prov.get("config"), prov.get("device")),
         "init": run_init(prov.get("config")),
+        "behaviour": run_behaviour(prov.get("config")),
         "git_sha": prov.get("git_sha", ""), "config_hash": prov.get("config_hash", ""),
         "device": prov.get("device", ""), "created_utc": prov.get("created_utc", ""),
         "config": prov.get("config"), "path": path.relative_to(results_dir).as_posix(),

@@ -165,6 +165,12 @@ def _page(tables: list[tuple[str, Section]], figs: list[Section], runs: pd.DataF
                            for p, n in sorted(runs["precision"].value_counts().items())) or "no runs"
     h.append(f"<p><b>Evaluation.</b> {html.escape(T.protocol_caption(runs, protocol))} Training precision: "
              f"{html.escape(precisions)} (per method in the main and ablation tables).</p>")
+    sdc = runs[runs["behaviour"].isin(["released", "fixed"]) | runs["behaviour"].str.startswith("released:")] \
+        if len(runs) else runs
+    kinds = ", ".join(f"{b}: {n} run{'s' if n != 1 else ''}" for b, n in sorted(sdc["behaviour"].value_counts().items()))
+    h.append("<p><b>Released code behaviours</b> (SDCoNet runs; the released code has all four: the double residual in "
+             "the deformable encoder, the res_4 view, identical head copies at init, the Kaiming neck SR conv; "
+             f"docs/methods.md). {html.escape(kinds or 'no SDCoNet runs')} (per method in the ablation tables).</p>")
     inits = ", ".join(f"{i}: {n} runs" for i, n in sorted(runs["init"].value_counts().items())) or "no runs"
     scratch = int((runs["init"] == "scratch").sum()) if len(runs) else 0
     warn = (f" <b>{scratch} runs were trained from random weights (init: scratch, marked {T.SCRATCH_MARK}); the "
@@ -185,8 +191,8 @@ def _page(tables: list[tuple[str, Section]], figs: list[Section], runs: pd.DataF
     h.append(f"<h2>Missing runs ({len(missing)})</h2>")
     h.append(_html_table(missing) if len(missing) else "<p>None: every expected run is present.</p>")
     h.append("<h2>Provenance</h2>")
-    cols = ["dataset", "degradation", "method", "seed", "protocol", "precision", "init", "git_sha", "config_hash",
-            "device", "created_utc", "path"]
+    cols = ["dataset", "degradation", "method", "seed", "protocol", "precision", "init", "behaviour", "git_sha",
+            "config_hash", "device", "created_utc", "path"]
     h.append(_html_table(runs[cols]) if len(runs) else "<p>No runs.</p>")
     for _, r in runs.iterrows():
         key = html.escape(r["path"])

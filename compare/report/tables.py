@@ -73,6 +73,13 @@ def _init(r: pd.DataFrame) -> str:
     return " / ".join(f"{i}{SCRATCH_MARK}" if i == "scratch" else i for i in found) or "–"
 
 
+def _behaviour(r: pd.DataFrame) -> str:
+    """Which released behaviours a method's runs had (:func:`compare.report.collect.run_behaviour`)."""
+    if not len(r) or "behaviour" not in r.columns:
+        return "–"
+    return " / ".join(sorted({str(b) for b in r["behaviour"] if isinstance(b, str)})) or "–"
+
+
 def summary(values: Iterable[float]) -> dict | None:
     """:func:`seed_summary` of the finite values, or None when there are none."""
     vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
@@ -171,7 +178,8 @@ def _token_ratio(exp: pd.Series) -> str:
 def ablation_table(runs: pd.DataFrame, experiments: pd.DataFrame, dataset: str, degradation: str,
                    kinds: Sequence[str] | None = ABLATION_KINDS) -> pd.DataFrame:
     """SDCoNet and its ablations: the switches (✓/✗, routing, token keep ratios level / layer, α), AP, AP_s, the
-    training precision and the initialisation."""
+    training precision, the initialisation and which of the released code's behaviours the model had
+    (``Released code``: released / fixed / the ones on)."""
     sel = _runs_of(runs, dataset, degradation)
     rows = []
     for _, exp in _rows(experiments, kinds).iterrows():
@@ -182,9 +190,9 @@ def ablation_table(runs: pd.DataFrame, experiments: pd.DataFrame, dataset: str, 
                      "Token ratio": _token_ratio(exp), "α": exp["alpha"],
                      "AP": fmt_stat(r["AP"]) if len(r) else MISSING,
                      "AP_s": fmt_stat(r["AP_s"]) if len(r) else MISSING, "Precision": _precision(r),
-                     "Init": _init(r), "n": len(r), "source": _sources(r)})
+                     "Init": _init(r), "Released code": _behaviour(r), "n": len(r), "source": _sources(r)})
     return pd.DataFrame(rows, columns=["Method", "Saliency", "Shared enc.", "SR branch", "Routing", "Token ratio",
-                                       "α", "AP", "AP_s", "Precision", "Init", "n", "source"])
+                                       "α", "AP", "AP_s", "Precision", "Init", "Released code", "n", "source"])
 
 
 def sr_table(runs: pd.DataFrame, experiments: pd.DataFrame, dataset: str, degradation: str) -> pd.DataFrame:
