@@ -14,6 +14,7 @@ from sdconet.models.lr_input import denormalise, make_lr, normalise, prepare_lr
 from sdconet.models.neck import build_neck
 from sdconet.models.swin_blocks import PaddedSwinBlock
 from sdconet.models.swin_weights import load_swin_weights, to_encoder_keys
+from swin_layouts import mmdet_from_official, official_from_timm
 
 
 def n_params(m: torch.nn.Module) -> int:
@@ -204,36 +205,6 @@ def test_padded_block_follows_mmdet_pad_then_shift(shift: bool, size: tuple[int,
         assert torch.allclose(blk._attn(x), _reference_window_attention(blk, x), atol=1e-5)
 
 
-def _official_from_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    import re
-
-    return {re.sub(r"^layers\.(\d+)\.downsample", lambda g: f"layers.{int(g.group(1)) - 1}.downsample", k): v
-            for k, v in sd.items()}
-
-
-def _mmdet_from_official(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """mmdet's ``swin_converter`` (official -> mmdet layout), written out independently for the test."""
-    out = {}
-    for k, v in sd.items():
-        if k.startswith("head"):
-            continue
-        if k.startswith("layers"):
-            nk = k.replace("attn.", "attn.w_msa.").replace("mlp.fc1.", "ffn.layers.0.0.")
-            nk = nk.replace("mlp.fc2.", "ffn.layers.1.")
-            if "downsample.reduction." in k:
-                o, i = v.shape
-                v = v.reshape(o, 4, i // 4)[:, [0, 2, 1, 3], :].transpose(1, 2).reshape(o, i)
-            elif "downsample.norm." in k:
-                v = v.reshape(4, -1)[[0, 2, 1, 3], :].transpose(0, 1).reshape(-1)
-            nk = nk.replace("layers", "stages", 1)
-        elif k.startswith("patch_embed"):
-            nk = k.replace("proj", "projection")
-        else:
-            nk = k
-        out["backbone." + nk] = v
-    return out
-
-
 def test_pretrained_loading_from_local_files_in_three_layouts(tiny: SDCoNetConfig, tmp_path) -> None:
     from safetensors.torch import save_file
 
@@ -241,11 +212,11 @@ def test_pretrained_loading_from_local_files_in_three_layouts(tiny: SDCoNetConfi
     src = SwinEncoder(tiny.swin)
     timm_sd = {k: v for k, v in src.state_dict().items() if not k.startswith("norm")}
     timm_sd["head.fc.weight"] = torch.zeros(10, 192)  # dropped like mmdet does
-    official = _official_from_timm(timm_sd)
+    official = official_from_timm(timm_sd)
     assert "layers.0.downsample.reduction.weight" in official
     save_file(timm_sd, str(tmp_path / "timm.safetensors"))
     torch.save({"model": official}, tmp_path / "official.pth")
-    torch.save({"state_dict": _mmdet_from_official(official)}, tmp_path / "mmdet.pth")
+    torch.save({"state_dict": mmdet_from_official(official)}, tmp_path / "mmdet.pth")
     x = torch.randn(1, 3, 40, 56)
     with torch.no_grad():
         ref = src.eval()(x)["res_x"]
@@ -254,7 +225,7 @@ def test_pretrained_loading_from_local_files_in_three_layouts(tiny: SDCoNetConfi
         with torch.no_grad():
             got = dst(x)["res_x"]
         assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(got, ref)), name
-    assert set(to_encoder_keys(_mmdet_from_official(official))) == set(to_encoder_keys(timm_sd))
+    assert set(to_encoder_keys(mmdet_from_official(official))) == set(to_encoder_keys(timm_sd))
 
 
 def test_pretrained_errors_are_clear(tiny: SDCoNetConfig, tmp_path, monkeypatch) -> None:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import benchcore  # noqa: F401  (offline defaults before ultralytics is imported)
+from swin_layouts import mmdet_from_official, official_from_timm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,37 +26,6 @@ def _randomise(sd: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor
 
 
 # ------------------------------------------------------------------------------------------------ Swin-T
-def _official_from_timm(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """timm -> Microsoft layout: PatchMerging at the end of stages 0-2, ``head.weight``."""
-    out = {}
-    for k, v in sd.items():
-        k = re.sub(r"^layers\.(\d+)\.downsample", lambda g: f"layers.{int(g.group(1)) - 1}.downsample", k)
-        out[k.replace("head.fc.", "head.")] = v
-    return out
-
-
-def _mmdet_from_official(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """mmdet's swin_converter (Microsoft -> mmdet), written out independently, under ``backbone.``."""
-    out = {}
-    for k, v in sd.items():
-        if k.startswith(("head", "norm.")):
-            continue
-        nk = k
-        if k.startswith("layers"):
-            nk = k.replace("attn.", "attn.w_msa.").replace("mlp.fc1.", "ffn.layers.0.0.").replace("mlp.fc2.",
-                                                                                                  "ffn.layers.1.")
-            if "downsample.reduction." in k:
-                o, i = v.shape
-                v = v.reshape(o, 4, i // 4)[:, [0, 2, 1, 3], :].transpose(1, 2).reshape(o, i)
-            elif "downsample.norm." in k:
-                v = v.reshape(4, -1)[[0, 2, 1, 3], :].transpose(0, 1).reshape(-1)
-            nk = nk.replace("layers", "stages", 1)
-        elif k.startswith("patch_embed"):
-            nk = k.replace("proj", "projection")
-        out["backbone." + nk] = v
-    return out
-
-
 @pytest.fixture(scope="module")
 def swin_t_timm() -> dict[str, torch.Tensor]:
     """A full-size swin_tiny_patch4_window7_224 state dict in timm's layout (timm's own architecture, random)."""
@@ -72,10 +42,10 @@ def test_paper_swin_t_loads_all_three_published_layouts(swin_t_timm, tmp_path):
     from sdconet.models.encoder import SwinEncoder
     from sdconet.models.swin_weights import load_swin_weights, to_encoder_keys
 
-    official = _official_from_timm(swin_t_timm)
+    official = official_from_timm(swin_t_timm)
     assert "layers.0.downsample.reduction.weight" in official and "head.weight" in official
     files = {"timm.safetensors": None, "swin_tiny_patch4_window7_224.pth": {"model": official},
-             "mmdet_detector.pth": {"state_dict": _mmdet_from_official(official), "meta": {}}}
+             "mmdet_detector.pth": {"state_dict": mmdet_from_official(official, detector=True), "meta": {}}}
     save_file({k: v.contiguous() for k, v in swin_t_timm.items()}, str(tmp_path / "timm.safetensors"))
     for name, blob in files.items():
         if blob is not None:
@@ -119,7 +89,7 @@ def test_swin_keywords_resolve_through_the_run_spec(tmp_path):
     src = SwinEncoder(model_cfg.swin)
     timm_sd = _randomise({k: v for k, v in src.state_dict().items() if not k.startswith("norm")}, seed=2)
     staged.parent.mkdir(parents=True)
-    torch.save({"model": _official_from_timm(timm_sd)}, staged)  # the published (Microsoft) layout
+    torch.save({"model": official_from_timm(timm_sd)}, staged)  # the published (Microsoft) layout
     model = build_model(model_cfg)
     enc_sd = {k.split("backbone.", 1)[1]: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
     assert enc_sd and all(torch.equal(enc_sd[k], v) for k, v in timm_sd.items() if k in enc_sd)
