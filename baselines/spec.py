@@ -13,6 +13,8 @@ run them through the ``*_from_spec`` entry points.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import json
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -57,14 +59,28 @@ def _check_not_owned(doc: Mapping[str, Mapping[str, Any]], source: str) -> None:
 
 def resolve_sections(config_file: str | Path, sets: Sequence[str] | Mapping[str, Any] | None = None,
                      row_sets: Sequence[str] | None = None, row_id: str | None = None) -> dict[str, dict[str, Any]]:
-    """The validated sections of the baselines config with the workflow's and the row's overrides merged in."""
+    """The validated sections of the baselines config with the workflow's and the row's overrides merged in.
+
+    Building a DAG resolves the same (file, overrides) for every serial run and SR stage (1,353 calls for
+    config/paper.yaml), so the result is computed once per file version and overrides; callers get a copy.
+    """
+    path = Path(config_file)
+    mtime = path.stat().st_mtime_ns if path.is_file() else -1  # an edited file is read again
+    frozen = json.dumps(dict(sets) if isinstance(sets, Mapping) else list(sets or []), sort_keys=True, default=str)
+    return copy.deepcopy(_resolve_sections(str(path), mtime, frozen, tuple(row_sets or ()), row_id))
+
+
+@functools.lru_cache(maxsize=256)
+def _resolve_sections(config_file: str, mtime: int, sets_json: str, row_sets: tuple[str, ...],
+                      row_id: str | None) -> dict[str, dict[str, Any]]:
+    """:func:`resolve_sections` for hashable arguments (``mtime`` only keys the cache)."""
     path = Path(config_file)
     raw = _cfg.read_yaml(path, "baselines config", error=SpecError)
     if isinstance(raw, Mapping):
         _check_not_owned(raw, str(path))
-    user = _sections(sets, "baselines.set")
+    user = _sections(json.loads(sets_json), "baselines.set")
     _check_not_owned(user, "baselines.set")
-    row = _sections(row_sets, f"experiments row {row_id!r}, column 'set'")
+    row = _sections(list(row_sets), f"experiments row {row_id!r}, column 'set'")
     _check_not_owned(row, f"experiments row {row_id!r}, column 'set'")
     # layer by layer, so that an error names where the bad key is: the file, the workflow's overrides, the row
     read_config(path)

@@ -55,9 +55,10 @@ def degradation_of(name: str, degradations: Mapping[str, Mapping[str, Any]], sou
     return {"name": name, **deg}
 
 
-def data_paths(results: str, dataset: str, degradation: str) -> dict[str, str]:
-    """The data products of one dataset and degradation (the path grammar of ``workflow/rules``)."""
-    data = f"{results}/data/{dataset}"
+def data_paths(results: str, dataset: str, degradation: str, data: str | None = None) -> dict[str, str]:
+    """The data products of one dataset and degradation (the path grammar of ``workflow/rules``); ``data``: a data
+    stage folder laid out the same way elsewhere (a CLI's ``--data``) instead of ``results/data/{dataset}``."""
+    data = data or f"{results}/data/{dataset}"
     return {"data": data, "partition": f"{data}/partition", "tiles": f"{data}/tiles",
             "hr_images": f"{data}/tiles/images", "lr": f"{data}/{degradation}/lr",
             "pairs": f"{data}/{degradation}/basicsr"}

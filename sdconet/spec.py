@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from benchcore.config import ConfigError
-from benchcore.runspec import make_spec, run_dir
+from benchcore.runspec import data_paths, make_spec, run_dir
 
 #: Settings a run owns, and who owns them (an override of one of these is an error).
 OWNED = {
@@ -110,14 +110,14 @@ def resolve_settings(config_file: str | Path, row: Mapping[str, Any], degradatio
              "model.num_classes": int(num_classes), "train.seed": int(seed)}
     method_row(row)  # an SDCoNet row (ValueError otherwise)
     # Resolve layer by layer so that an error names where the bad key is: the file, the workflow's overrides
-    # (sdconet.set, sdconet.rows) or the row's cell (each pass is a pure dataclass build, milliseconds).
-    row_src = f"experiments row {row.get('id')!r}, column 'set'"
-    resolve_config(doc, owned, method=row, source=str(path))
-    if user:
-        resolve_config(doc, {**user, **owned}, method=row, source="sdconet.set")
-    if per_row:
-        resolve_config(doc, {**user, **per_row, **owned}, method=row, source=rows_src)
-    cfg, train = resolve_config(doc, {**user, **per_row, **row_items, **owned}, method=row, source=row_src)
+    # (sdconet.set, sdconet.rows) or the row's cell. A layer adds a pass only when it holds something; the last
+    # pass is the result.
+    layers = [(str(path), {}), ("sdconet.set", user), (rows_src, per_row),
+              (f"experiments row {row.get('id')!r}, column 'set'", row_items)]
+    merged: dict[str, Any] = {}
+    for source, items in [layers[0], *(layer for layer in layers[1:] if layer[1])]:
+        merged.update(items)
+        cfg, train = resolve_config(doc, {**merged, **owned}, method=row, source=source)
     return {"model": strict_json(to_dict(cfg)), "train": train}
 
 
@@ -158,10 +158,10 @@ def build_spec(*, results: str, dataset: str, degradation: Mapping[str, Any], ro
     settings = resolve_settings(config_file, row, degradation, num_classes, seed, sets,
                                 row_sets(row, f"experiments row {method!r}"), per_row)
     settings["init"] = swin_init(settings["model"]["swin"], weights_dir or f"{results}/weights")
-    data = data or f"{results}/data/{dataset}"
+    d = data_paths(results, dataset, degradation["name"], data)
     offline = not settings["model"]["lr"]["on_the_fly"]
-    paths = {"data": data, "partition": f"{data}/partition", "tiles": f"{data}/tiles",
-             "lr": (lr_dir or f"{data}/{degradation['name']}/lr") if offline else None,
+    paths = {"data": d["data"], "partition": d["partition"], "tiles": d["tiles"],
+             "lr": (lr_dir or d["lr"]) if offline else None,
              "out": out or run_dir(results, dataset, degradation["name"], method, seed)}
     sources = {"config": str(config_file), "sets": parse_items(sets, "sdconet.set"), "rows": per_row,
                "experiments": experiments, "classes": list(class_names) if class_names is not None else None}

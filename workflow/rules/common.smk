@@ -92,25 +92,29 @@ wildcard_constraints:
 # Every run's settings are resolved by the packages' spec builders (benchcore.runspec, sdconet.spec,
 # baselines.spec) and written to run_spec.json by the local rules in runspec.smk; the training and evaluation
 # rules hand that file to one library entry point. Nothing below re-defaults a setting.
+import copy  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 
 from benchcore.runspec import degradation_of, write_spec  # noqa: E402
 from baselines.spec import build_serial_spec, build_sr_spec  # noqa: E402
-from sdconet.spec import build_spec as build_sdconet_spec, check_row_ids, lr_on_the_fly  # noqa: E402
+from sdconet.spec import build_spec as build_sdconet_spec, check_row_ids  # noqa: E402
 
 DEG = {d: degradation_of(d, config["degradations"], "config key 'degradations'") for d in DEGRADATIONS}
 
 
-def on_the_fly_lr(deg: str) -> bool:
-    """True when SDCoNet makes its LR input inside the model (the released code's x2 torch bicubic)."""
-    return lr_on_the_fly(DEG[deg])
-
-
 def method_spec(dataset, degradation, method, seed, num_classes=1, class_names=None):
     """The run spec of one (dataset, degradation, method, seed); num_classes comes from the partition at job time
-    (the DAG-parse check below uses a placeholder: no setting depends on it)."""
+    (the DAG-parse check, the rules' params and their input paths use a placeholder: no setting depends on it).
+    Resolved once per argument set while the DAG is built; callers get a copy."""
+    names = tuple(class_names) if class_names is not None else None
+    return copy.deepcopy(_method_spec(dataset, degradation, method, int(seed), num_classes, names))
+
+
+@functools.lru_cache(maxsize=None)
+def _method_spec(dataset, degradation, method, seed, num_classes, class_names):
     row = EXP.loc[method].to_dict()
-    common = dict(results=R, dataset=dataset, degradation=DEG[degradation], row=row, seed=int(seed),
+    common = dict(results=R, dataset=dataset, degradation=DEG[degradation], row=row, seed=seed,
                   experiments=config["experiments"])
     if row["kind"] == "serial":
         return build_serial_spec(config_file=config["baselines"]["config"], sets=config["baselines"]["set"],
@@ -261,10 +265,13 @@ SERIAL_RE = "|".join(i for i in EXP.index if EXP.loc[i, "kind"] == "serial")
 
 
 def image_set(wc):
-    """The tiles a serial method's detector trains and is scored on: HR, LR or one SR model's output."""
-    row = EXP.loc[wc.method]
-    if row["input"] == "hr":
-        return f"{R}/data/{wc.dataset}/tiles"
-    if row["input"] == "lr":
-        return f"{R}/data/{wc.dataset}/{wc.degradation}/lr"
-    return f"{R}/{wc.dataset}/{wc.degradation}/sr/{row['sr_model']}/seed{wc.seed}/images"
+    """The tiles a serial method's detector trains and is scored on (HR, LR or one SR stage's output): its run
+    spec's ``paths.images``, so the DAG's inputs and what the job reads cannot disagree."""
+    return method_spec(wc.dataset, wc.degradation, wc.method, wc.seed)["paths"]["images"]
+
+
+def sdconet_lr_input(wc):
+    """The offline LR tiles an SDCoNet run reads (its spec's ``paths.lr``), or nothing when the model makes its
+    LR input itself."""
+    lr = method_spec(wc.dataset, wc.degradation, wc.method, wc.seed)["paths"]["lr"]
+    return [lr] if lr else []

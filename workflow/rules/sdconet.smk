@@ -8,7 +8,7 @@ rule train_sdconet:
         spec=spec_path,
         parts=multiext(f"{R}/data/{{dataset}}/partition/", "train.json", "val.json", "test.json"),
         tiles=f"{R}/data/{{dataset}}/tiles",
-        lr=lambda wc: [] if on_the_fly_lr(wc.degradation) else [f"{R}/data/{wc.dataset}/{wc.degradation}/lr"],
+        lr=sdconet_lr_input,
         weights=weights_manifests,  # the staged ImageNet Swin-T when the spec names it (weights.smk)
     output:
         done=f"{R}/{{dataset}}/{{degradation}}/{{method,{SDC_RE}}}/seed{{seed}}/train/complete.json",
