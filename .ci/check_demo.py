@@ -1,59 +1,138 @@
-"""Check that the demo DAG produced every expected artefact (run by .ci/run after the demo).
+"""Check a finished demo DAG (run by .ci/run after each demo command).
 
-Data products, one metrics.json per method, an efficiency file per method, and report tables that hold a
-row for every method (a real number or "missing" would both be rows; here every run must be present).
+    python .ci/check_demo.py [--configfile config/config.yaml] [--learning]
+
+Always: the data products, one metrics.json per configured method, an efficiency file per method, and report
+tables holding a row for every method (a run reported as "missing" fails).
+
+``--learning`` (the default demo): the table shows the methods learning. For each detector family of the run
+(SDCoNet, YOLOv8n, Faster R-CNN, ...) the HR upper bound reaches AP50 >= MIN_AP50 and scores above the family's LR
+lower bound (AP50 and AP), and every SDCoNet row with an SR branch beats nearest-neighbour upscaling of the same LR
+tiles in PSNR. These are orderings and floors, not exact numbers: a regression in the scorer, in the mapping of
+boxes to the HR grid or in the LR/HR pairing breaks them.
 """
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import sys
 from pathlib import Path
 
+import yaml
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+MIN_AP50 = 10.0  # percent: "clearly non-zero" for an upper bound after the demo's budget
 
-def main(results: str) -> int:
+
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def _families(exp, methods: list[str]) -> dict[str, dict[str, str]]:
+    """{detector: {"hr": id, "lr": id}} for each detector family with both bounds among ``methods``."""
+    fam: dict[str, dict[str, str]] = {}
+    for _, row in exp.iterrows():
+        if row["id"] not in methods:
+            continue
+        if row["input"] == "hr":
+            fam.setdefault(row["detector"], {})["hr"] = row["id"]
+        elif row["input"] == "lr" and row["sr_model"] == "none":  # no SR of any kind: the LR lower bound
+            fam.setdefault(row["detector"], {})["lr"] = row["id"]
+    return fam
+
+
+def check_learning(cfg: dict, exp, methods: list[str], res: Path, ds: str, deg: str) -> list[str]:
+    """The orderings and floors of ``--learning``; prints what it compared."""
+    problems: list[str] = []
+    run = res / ds / deg
+
+    def det(m: str) -> dict:
+        return _read(run / m / "seed0" / "metrics.json")["detection"]
+
+    fams = _families(exp, methods)
+    if not fams:
+        problems.append("no detector family has both an HR and an LR bound among the configured methods")
+    for family, rows in fams.items():
+        if set(rows) != {"hr", "lr"}:
+            problems.append(f"family {family}: needs an HR and an LR bound, has {sorted(rows)}")
+            continue
+        hr, lr = det(rows["hr"]), det(rows["lr"])
+        print(f"  {family:10s} HR {rows['hr']}: AP50 {100 * hr['AP50']:.1f}, AP {100 * hr['AP']:.1f}   "
+              f"LR {rows['lr']}: AP50 {100 * lr['AP50']:.1f}, AP {100 * lr['AP']:.1f}")
+        if 100 * hr["AP50"] < MIN_AP50:
+            problems.append(f"family {family}: HR bound {rows['hr']} AP50 {100 * hr['AP50']:.1f} < {MIN_AP50}")
+        for key in ("AP50", "AP"):
+            if not hr[key] > lr[key]:
+                problems.append(f"family {family}: HR bound {key} {100 * hr[key]:.1f} is not above the LR bound's "
+                                f"{100 * lr[key]:.1f}")
+    sdc_sr = [m for m in methods if exp.loc[m, "detector"] == "sdconet" and exp.loc[m, "sr_branch"] == "yes"]
+    refs = sorted(run.glob("sr/nearest/seed*/images/sr_metrics.json"))
+    if sdc_sr and not refs:
+        problems.append(f"no nearest reference under {run}/sr/nearest (report.sr_references must list nearest)")
+    if sdc_sr and refs:
+        nearest = _read(refs[0])["psnr"]
+        for m in sdc_sr:
+            psnr = _read(run / m / "seed0" / "metrics.json")["sr"]["psnr"]
+            print(f"  SR {m}: PSNR {psnr:.2f} dB vs nearest {nearest:.2f} dB")
+            if not psnr > nearest:
+                problems.append(f"{m}: SR PSNR {psnr:.2f} dB does not beat nearest upscaling ({nearest:.2f} dB)")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
     from benchcore.experiments import load_experiments
 
-    res = Path(results)
-    root = res / "data" / "demo"
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configfile", default="config/config.yaml")
+    ap.add_argument("--learning", action="store_true", help="also assert that the methods learned")
+    args = ap.parse_args(argv)
+    cfg = yaml.safe_load((REPO / args.configfile).read_text())
+    res = REPO / cfg.get("results_dir", "results")
+    ds = next(iter(cfg["datasets"]))
+    deg = cfg.get("main_degradation") or next(iter(cfg["degradations"]))
+    exp = load_experiments(REPO / cfg.get("experiments", "config/experiments.tsv"))
+    methods = list(cfg.get("methods") or exp["id"])
+    exp = exp.set_index("id", drop=False)
+
+    root = res / "data" / ds
     problems: list[str] = []
-    tiles = json.loads((root / "tiles" / "annotations.json").read_text())
+    tiles = _read(root / "tiles" / "annotations.json")
     if not tiles["images"] or not tiles["annotations"]:
-        problems.append("demo tiles have no images or no annotations")
-    parts = {p: json.loads((root / "partition" / f"{p}.json").read_text()) for p in ("train", "val", "test")}
+        problems.append(f"{ds} tiles have no images or no annotations")
+    parts = {p: _read(root / "partition" / f"{p}.json") for p in ("train", "val", "test")}
     srcs = [{im["source_image_id"] for im in parts[p]["images"]} for p in parts]
     if srcs[0] & srcs[1] or srcs[0] & srcs[2] or srcs[1] & srcs[2]:
         problems.append("a source image appears in two partitions")
-    for p in ("yolo_hr/data.yaml", "bicubic_x2/yolo_lr/data.yaml", "bicubic_x2/lr/manifest.json"):
-        if not (root / p).is_file():
-            problems.append(f"missing {root / p}")
-    exp = load_experiments(REPO / "config" / "experiments.tsv")
-    for _, row in exp.iterrows():
-        for f in (res / "demo" / "bicubic_x2" / row["id"] / "seed0" / "metrics.json", res / "efficiency" / f"{row['id']}.json"):
+    for m in methods:
+        for f in (res / ds / deg / m / "seed0" / "metrics.json", res / "efficiency" / f"{m}.json"):
             if not f.is_file():
                 problems.append(f"missing {f}")
     tables = res / "report" / "tables"
-    main_rows = {r["Method"]: r for r in csv.DictReader(open(tables / "main_demo_bicubic_x2.csv"))}
-    abl_rows = {r["Method"]: r for r in csv.DictReader(open(tables / "ablation_demo_bicubic_x2.csv"))}
-    for _, row in exp.iterrows():
-        table = abl_rows if row["kind"] == "ablation" else main_rows
-        got = table.get(row["display"])
+    rows = {}
+    for kind in ("main", "ablation"):
+        path = tables / f"{kind}_{ds}_{deg}.csv"
+        rows[kind] = {r["Method"]: r for r in csv.DictReader(open(path))} if path.is_file() else {}
+    for m in methods:
+        table = rows["ablation"] if exp.loc[m, "kind"] == "ablation" else rows["main"]
+        got = table.get(exp.loc[m, "display"])
         if got is None:
-            problems.append(f"report table has no row for {row['id']} ({row['display']!r})")
+            problems.append(f"report table has no row for {m} ({exp.loc[m, 'display']!r})")
         elif got["AP"] == "missing":
-            problems.append(f"report row for {row['id']} says missing")
+            problems.append(f"report row for {m} says missing")
     if not (res / "report" / "index.html").is_file():
-        problems.append("no report/index.html")
-    print(f"demo: {len(tiles['images'])} tiles, {len(tiles['annotations'])} boxes; parts "
+        problems.append(f"no {res / 'report' / 'index.html'}")
+    print(f"{args.configfile}: {len(tiles['images'])} tiles, {len(tiles['annotations'])} boxes; parts "
           + ", ".join(f"{p}={len(v['images'])}" for p, v in parts.items())
-          + f"; {len(main_rows)} main-table rows, {len(abl_rows)} ablation rows for {len(exp)} methods")
+          + f"; {len(rows['main'])} main-table rows, {len(rows['ablation'])} ablation rows for {len(methods)} methods")
+    if args.learning and not problems:
+        problems += check_learning(cfg, exp, methods, res, ds, deg)
     for p in problems:
         print("FAIL:", p)
     return 1 if problems else 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1] if len(sys.argv) > 1 else "results"))
+    raise SystemExit(main())

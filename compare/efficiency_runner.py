@@ -251,13 +251,16 @@ def build_serial(row: dict[str, str], num_classes: int, hr_size: int, scale: int
 
 def build_sdconet(method_id: str, experiments_path: str | Path, num_classes: int, hr_size: int, scale: int,
                   preset: str) -> MethodModels:
-    """An SDCoNet / ablation row built through the model assembly, fed the LR tile (``lr.on_the_fly=False``)."""
-    from sdconet.methods import method_overrides  # noqa: PLC0415
+    """An SDCoNet / ablation row built through the model assembly, fed the LR tile (``lr.on_the_fly=False``), or
+    the HR tile for an ``input: hr`` row."""
+    from sdconet.methods import input_scale, method_overrides  # noqa: PLC0415
     from sdconet.models.build import build_model, resolve_config  # noqa: PLC0415
     from sdconet.models.config import preset as model_preset  # noqa: PLC0415
     from sdconet.summary import parameter_summary  # noqa: PLC0415
 
-    overrides = method_overrides(method_id, experiments_path, enc_layers=model_preset(preset, scale=scale).enc_layers)
+    depth = model_preset(preset, scale=scale).enc_layers
+    scale = input_scale(method_id, scale, experiments_path)  # 1 for an HR-input row: it is fed the HR tile
+    overrides = method_overrides(method_id, experiments_path, enc_layers=depth)
     overrides.update({"model.num_classes": num_classes, "model.lr.on_the_fly": False, "model.lr.scale": scale,
                       "model.swin.pretrained": None})  # lr.scale is also the SR decoder's upscale
     doc = {"model": {"preset": preset}, "train": {"epochs": 1, "batch_size": 1}}
@@ -267,8 +270,9 @@ def build_sdconet(method_id: str, experiments_path: str | Path, num_classes: int
     s = summary["totals"]
     params = {"total": s["total"], "inference": s["inference_path"], "training_only": s["total"] - s["inference_path"],
               "unused": s["unused"], "components": summary["components"]}
-    notes = [f"{type(model).__name__} ({preset} preset) predict path on the LR tile; the SR decoder (and the neck's "
-             f"SR conv) do not run at inference"]
+    tile = "HR" if scale == 1 else "LR"
+    notes = [f"{type(model).__name__} ({preset} preset) predict path on the {tile} tile; the SR decoder (and the "
+             f"neck's SR conv) do not run at inference"]
     return MethodModels(model, hr_size // scale, [Stage(method_id, model, hr_size // scale)], params, notes)
 
 

@@ -31,6 +31,9 @@ _WATER = np.array([38, 72, 118], dtype=np.float32)
 _CAR_COLOURS = [(220, 30, 30), (240, 240, 240), (30, 80, 220), (240, 200, 20), (20, 20, 20), (200, 200, 210)]
 # size range of each class as fractions of [min_obj, max_obj]
 _SIZE_FRAC = {"vehicle": (0.0, 0.3), "ship": (0.25, 1.0), "storage tank": (0.1, 0.7), "airplane": (0.4, 1.0)}
+# the simple style gives each class one colour of its own (shape and colour both tell the class)
+_SIMPLE_BODY = {"vehicle": (220, 30, 30), "ship": (240, 200, 30), "storage tank": (60, 210, 230),
+                "airplane": (245, 245, 245)}
 _SHIFT = 4  # cv2 sub-pixel bits
 _MAX_IOU = 0.1
 
@@ -128,9 +131,16 @@ def _try_place(rng: np.random.Generator, cls: str, size: int, min_obj: int, max_
     return None
 
 
+def _plain_ground(rng: np.random.Generator, size: int) -> np.ndarray:
+    """One earth/grass colour with light grain: the ``simple`` style's ground."""
+    img = np.broadcast_to(_GROUND[int(rng.integers(len(_GROUND)))], (size, size, 3)).astype(np.float32)
+    return img + rng.standard_normal((size, size, 1), dtype=np.float32) * 3
+
+
 def _scene(rng: np.random.Generator, size: int, min_obj: int, max_obj: int,
-           n_obj: int) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    img = _ground(rng, size)
+           n_obj: int, style: str = "scene") -> tuple[np.ndarray, list[dict[str, Any]]]:
+    simple = style == "simple"
+    img = _plain_ground(rng, size) if simple else _ground(rng, size)
     # water patch: union of a few ellipses
     water = np.zeros((size, size), np.uint8)
     wc = rng.uniform(0.2, 0.8, 2) * size
@@ -139,11 +149,11 @@ def _scene(rng: np.random.Generator, size: int, min_obj: int, max_obj: int,
         ax = rng.uniform(0.08, 0.18, 2) * size
         cv2.ellipse(water, (int(c[0]), int(c[1])), (int(ax[0]), int(ax[1])), float(rng.uniform(0, 180)),
                     0, 360, 1, -1)
-    ripple = _smooth_noise(rng, size, 24)[..., None] * 18
+    ripple = _smooth_noise(rng, size, 24)[..., None] * (4 if simple else 18)
     img = np.where(water[..., None] > 0, _WATER + ripple, img)
-    # roads through random points: horizontal, vertical or oblique
+    # roads through random points: horizontal, vertical or oblique (none in the simple style)
     roads = []
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(0 if simple else int(rng.integers(1, 4))):
         p = rng.uniform(0.15, 0.85, 2) * size
         ang = float(rng.choice([0.0, 90.0, rng.uniform(0, 180)]))
         width = float(rng.uniform(0.035, 0.05) * size)
@@ -181,11 +191,14 @@ def _scene(rng: np.random.Generator, size: int, min_obj: int, max_obj: int,
             sc = tuple(int(round((v + s * r * 0.15) * (1 << _SHIFT))) for v, s in zip(centre, shadow))
             cv2.circle(img, sc, int(r * (1 << _SHIFT)), (40, 40, 40), -1, cv2.LINE_AA, _SHIFT)
             cv2.circle(img, c, int(r * (1 << _SHIFT)), (30, 30, 34), -1, cv2.LINE_AA, _SHIFT)
-            cv2.circle(img, c, int(r * 0.78 * (1 << _SHIFT)), (228, 228, 222), -1, cv2.LINE_AA, _SHIFT)
+            disc = _SIMPLE_BODY["storage tank"] if simple else (228, 228, 222)
+            cv2.circle(img, c, int(r * 0.78 * (1 << _SHIFT)), disc, -1, cv2.LINE_AA, _SHIFT)
             cv2.circle(img, c, int(r * 0.3 * (1 << _SHIFT)), (196, 196, 190), -1, cv2.LINE_AA, _SHIFT)
         else:
             body = (_CAR_COLOURS[int(rng.integers(len(_CAR_COLOURS)))] if cls == "vehicle"
                     else (235, 235, 235) if cls == "airplane" else (210, 205, 195))
+            if simple:
+                body = _SIMPLE_BODY[cls]
             dark = (35, 40, 50) if cls == "vehicle" else (120, 120, 125)
             if cls == "airplane":
                 for pts, _ in parts:
@@ -199,9 +212,16 @@ def _scene(rng: np.random.Generator, size: int, min_obj: int, max_obj: int,
     return np.clip(np.rint(img), 0, 255).astype(np.uint8), objects
 
 
+DEMO_STYLES = ("scene", "simple")
+
+
 def generate_demo(out_root: str | Path, n_images: int = 12, size: int = 512, seed: int = 0, min_obj: int = 8,
-                  max_obj: int = 40, objects_per_image: tuple[int, int] = (6, 14)) -> Path:
+                  max_obj: int = 40, objects_per_image: tuple[int, int] | list[int] = (6, 14),
+                  style: str = "scene") -> Path:
     """Write ``out_root/images/demo_NNNN.png`` and ``out_root/demo_annotations.json``; returns ``out_root``.
+
+    ``style="scene"`` draws textured ground, water and roads; ``"simple"`` draws one flat ground colour with
+    light grain and calm water, and no roads: the same objects on a background a small model learns in seconds.
 
     The json is ``{"classes": [...], "images": [{"file_name": "images/demo_0000.png", "width", "height",
     "split": null, "objects": [{"bbox": [x1, y1, x2, y2], "category": name, "angle": degrees}]}]}``.
@@ -213,6 +233,8 @@ def generate_demo(out_root: str | Path, n_images: int = 12, size: int = 512, see
     if not 1 <= min_obj <= max_obj or max_obj > size // 4:
         raise ValueError(f"need 1 <= min_obj <= max_obj <= size/4, got min_obj={min_obj}, max_obj={max_obj}, "
                          f"size={size}")
+    if style not in DEMO_STYLES:
+        raise ValueError(f"unknown demo style {style!r}; expected one of {DEMO_STYLES}")
     lo, hi = objects_per_image
     if not 0 <= lo <= hi:
         raise ValueError(f"objects_per_image must be (lo, hi) with 0 <= lo <= hi, got {objects_per_image}")
@@ -222,7 +244,7 @@ def generate_demo(out_root: str | Path, n_images: int = 12, size: int = 512, see
         (tmp / "images").mkdir()
         for i in range(n_images):
             rng = np.random.default_rng([int(seed), i])
-            img, objects = _scene(rng, size, min_obj, max_obj, int(rng.integers(lo, hi + 1)))
+            img, objects = _scene(rng, size, min_obj, max_obj, int(rng.integers(lo, hi + 1)), style)
             name = f"images/demo_{i:04d}.png"
             Image.fromarray(img).save(tmp / name, format="PNG", compress_level=1)
             records.append({"file_name": name, "width": size, "height": size, "split": None, "objects": objects})

@@ -30,7 +30,8 @@ from benchcore.experiments import load_experiments
 SHEET = Path(__file__).resolve().parents[1] / "config" / "experiments.tsv"
 log = logging.getLogger(__name__)
 
-__all__ = ["SHEET", "sdconet_method_ids", "method_row", "method_overrides", "fit_layer_ratios"]
+__all__ = ["SHEET", "sdconet_method_ids", "method_row", "method_overrides", "fit_layer_ratios", "reads_hr",
+           "input_scale"]
 
 
 def _rows(path: str | Path) -> list[dict[str, str]]:
@@ -57,9 +58,23 @@ def method_row(method: str | Mapping[str, Any], path: str | Path = SHEET) -> dic
     if row["detector"] != "sdconet":
         raise ValueError(f"method {method_id!r} is a {row['detector']} baseline, not an SDCoNet variant "
                          f"(run it with the baselines package)")
-    if row["input"] != "lr":
-        raise ValueError(f"method {method_id!r}: SDCoNet rows take the LR input, got input={row['input']!r}")
+    if row["input"] not in ("lr", "hr"):
+        raise ValueError(f"method {method_id!r}: SDCoNet rows take the LR input (or the HR tile for the family's "
+                         f"upper bound), got input={row['input']!r}")
+    if row["input"] == "hr" and row["sr_branch"] != "no":
+        raise ValueError(f"method {method_id!r}: an HR-input SDCoNet row has nothing to super-resolve; set "
+                         f"sr_branch=no (got {row['sr_branch']!r})")
     return row
+
+
+def reads_hr(method: str | Mapping[str, Any], path: str | Path = SHEET) -> bool:
+    """True for an SDCoNet row whose input is the HR tile itself (``input: hr``: the family's upper bound)."""
+    return method_row(method, path)["input"] == "hr"
+
+
+def input_scale(method: str | Mapping[str, Any], degradation_scale: int, path: str | Path = SHEET) -> int:
+    """The model's ``lr.scale`` for ``method``: the degradation's scale, or 1 for an HR-input row (no LR is made)."""
+    return 1 if reads_hr(method, path) else int(degradation_scale)
 
 
 def fit_layer_ratios(ratios: Sequence[float], num_layers: int) -> tuple[float, ...]:

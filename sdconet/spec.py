@@ -24,7 +24,7 @@ from benchcore.runspec import data_paths, make_spec, run_dir
 
 #: Settings a run owns, and who owns them (an override of one of these is an error).
 OWNED = {
-    "model.lr.scale": "the run's degradation (degradations.<id>.scale)",
+    "model.lr.scale": "the run's degradation (degradations.<id>.scale; 1 for an HR-input row)",
     "model.lr.on_the_fly": "the run's degradation (x2 torch-bicubic without blur, noise or JPEG runs in the model)",
     "model.num_classes": "the dataset's categories",
     "train.seed": "the run's seed (seeds: in the workflow config, --seed on the CLI)",
@@ -91,7 +91,7 @@ def resolve_settings(config_file: str | Path, row: Mapping[str, Any], degradatio
     """
     from benchcore.config import flatten, read_yaml  # noqa: PLC0415
     from sdconet.cli import strict_json  # noqa: PLC0415
-    from sdconet.methods import method_row  # noqa: PLC0415
+    from sdconet.methods import input_scale, method_row, reads_hr  # noqa: PLC0415
     from sdconet.models.build import resolve_config  # noqa: PLC0415
     from sdconet.models.config import to_dict  # noqa: PLC0415
 
@@ -106,9 +106,11 @@ def resolve_settings(config_file: str | Path, row: Mapping[str, Any], degradatio
     _check_not_owned(list(per_row), rows_src)
     row_items = parse_items(row_sets, f"experiments row {row.get('id')!r}, column 'set'")
     _check_not_owned(list(row_items), f"experiments row {row.get('id')!r}, column 'set'")
-    owned = {"model.lr.scale": int(degradation["scale"]), "model.lr.on_the_fly": lr_on_the_fly(degradation),
-             "model.num_classes": int(num_classes), "train.seed": int(seed)}
     method_row(row)  # an SDCoNet row (ValueError otherwise)
+    hr_input = reads_hr(row)
+    owned = {"model.lr.scale": input_scale(row, degradation["scale"]),
+             "model.lr.on_the_fly": lr_on_the_fly(degradation) and not hr_input,
+             "model.num_classes": int(num_classes), "train.seed": int(seed)}
     # Resolve layer by layer so that an error names where the bad key is: the file, the workflow's overrides
     # (sdconet.set, sdconet.rows) or the row's cell. A layer adds a pass only when it holds something; the last
     # pass is the result.
@@ -160,8 +162,9 @@ def build_spec(*, results: str, dataset: str, degradation: Mapping[str, Any], ro
     settings["init"] = swin_init(settings["model"]["swin"], weights_dir or f"{results}/weights")
     d = data_paths(results, dataset, degradation["name"], data)
     offline = not settings["model"]["lr"]["on_the_fly"]
+    hr_input = settings["model"]["lr"]["scale"] == 1  # an input: hr row (sdconet.methods.input_scale)
     paths = {"data": d["data"], "partition": d["partition"], "tiles": d["tiles"],
-             "lr": (lr_dir or d["lr"]) if offline else None,
+             "lr": d["hr_images"] if hr_input else (lr_dir or d["lr"]) if offline else None,
              "out": out or run_dir(results, dataset, degradation["name"], method, seed)}
     sources = {"config": str(config_file), "sets": parse_items(sets, "sdconet.set"), "rows": per_row,
                "experiments": experiments, "classes": list(class_names) if class_names is not None else None}

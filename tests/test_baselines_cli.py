@@ -152,7 +152,7 @@ def test_config_errors_name_the_key(data: Path, tmp_path: Path, capsys: pytest.C
 
 
 def test_shipped_configs_validate_and_merge_per_model_sr_sections() -> None:
-    demo = read_config(REPO / "config" / "baselines" / "demo.yaml")
+    demo = read_config(REPO / "config" / "baselines" / "smoke.yaml")
     assert demo["sr"]["preset"] == "tiny" and demo["frcnn"]["preset"] == "tiny"
     paper = read_config(REPO / "config" / "baselines" / "paper.yaml")
     cfgs = {m: SRTrainConfig.from_dict({**section(paper, "sr", m), "model_name": m}) for m in ("edsr", "rrdb", "swinir")}

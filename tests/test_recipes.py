@@ -47,7 +47,7 @@ def espcn():
 def test_new_sr_model_builds_trains_and_super_resolves(espcn, data, tmp_path):
     assert build_sr_model(espcn, 3, "tiny")(torch.rand(1, 3, 10, 12)).shape == (1, 3, 30, 36)
     # step 2: its settings, a `sr_espcn` section of the baselines config (here through the overrides)
-    cfg = REPO / "config" / "baselines" / "demo.yaml"
+    cfg = REPO / "config" / "baselines" / "smoke.yaml"
     sets = {"sr_espcn.iters": 6, "sr_espcn.batch_size": 2, "sr_espcn.lr_patch_size": 16, "sr_espcn.log_every": 2,
             "sr_espcn.checkpoint_every": 3}
     spec = build_sr_spec(results=str(data / "results"), dataset="demo",
@@ -76,7 +76,7 @@ def test_unknown_or_unsupported_sr_models_are_named(espcn):
     deg = degradation_of("x3", {"x3": {**DEGS["bicubic_x2"], "scale": 3}})
     with pytest.raises(ValueError, match="'rrdb' supports scale"):
         build_sr_spec(results="r", dataset="d", degradation=deg, sr_model="rrdb", seed=0,
-                      config_file=REPO / "config" / "baselines" / "demo.yaml")
+                      config_file=REPO / "config" / "baselines" / "smoke.yaml")
 
 
 def _sdconet_row(**cells):
@@ -126,7 +126,7 @@ def test_cli_and_workflow_builders_give_the_same_run(data, tmp_path, capsys):
 
 def test_a_serial_rows_set_cell_cannot_change_a_shared_sr_stage(data):
     """EDSR + YOLO and EDSR + Faster R-CNN read the same EDSR stage: a row cannot change it for itself alone."""
-    cfg = REPO / "config" / "baselines" / "demo.yaml"
+    cfg = REPO / "config" / "baselines" / "smoke.yaml"
     row = {**load_experiments(REPO / "config" / "experiments.tsv").set_index("id").loc["frcnn_edsr"].to_dict(),
            "id": "frcnn_edsr", "set": "frcnn.epochs=2; sr_edsr.iters=5"}
     with pytest.raises(ValueError, match=r"'sr_edsr.iters': an SR stage is shared"):

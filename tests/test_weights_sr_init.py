@@ -29,7 +29,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:torch.meshgrid")
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "config" / "baselines" / "paper.yaml"
-DEMO = REPO / "config" / "baselines" / "demo.yaml"
+DEMO = REPO / "config" / "baselines" / "smoke.yaml"
 DIV2K = {(net, init): name for (net, init), name in W.INIT_FILES.items() if init == "div2k"}
 
 

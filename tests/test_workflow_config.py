@@ -92,11 +92,17 @@ def test_paper_dry_run_lists_every_expected_job_without_data(repo_root, tmp_path
     assert counts["build_report"] == 1
 
 
-def test_demo_dry_run_runs_every_stage(repo_root, tmp_path):
-    r = _smk(repo_root, "-n", "--cores", "2", "all", "--config", f"results_dir={tmp_path}/results")
+@pytest.mark.parametrize("configfile", [None, "config/demo_full.yaml"])
+def test_demo_dry_run_runs_every_stage(repo_root, tmp_path, configfile):
+    """The default demo (a subset of the methods, no learned SR model) and the full-methods demo (every stage)."""
+    args = ["--configfile", configfile] if configfile else []
+    r = _smk(repo_root, "-n", "--cores", "2", "all", *args, "--config", f"results_dir={tmp_path}/results")
     out = r.stdout + r.stderr
     assert r.returncode == 0, out[-3000:]
     counts = _job_counts(out)
-    for rule in ("train_sdconet", "evaluate_sdconet", "train_sr", "super_resolve", "train_detector",
-                 "evaluate_detector", "measure_efficiency", "build_report"):
+    stages = ["train_sdconet", "evaluate_sdconet", "super_resolve", "train_detector", "evaluate_detector",
+              "measure_efficiency", "build_report"] + (["train_sr"] if configfile else [])
+    for rule in stages:
         assert counts.get(rule, 0) > 0, rule
+    # the default demo's SR table has its interpolation references (report.sr_references) and no learned SR model
+    assert configfile or (counts["super_resolve"] == 2 and "train_sr" not in counts)

@@ -230,6 +230,35 @@ def collect_efficiency(results_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame.from_records(rows, columns=EFF_COLUMNS).reset_index(drop=True)
 
 
+SR_REF_COLUMNS = ["dataset", "degradation", "sr_model", "psnr", "ssim", "n", "source"]
+
+
+def collect_sr_references(results_dir: str | Path, names: list[str]) -> pd.DataFrame:
+    """One row per interpolation reference ``{dataset}/{degradation}/sr/{name}/seed*/images/sr_metrics.json``
+    (``report.sr_references``; the first seed found: an interpolation does not depend on it), columns
+    :data:`SR_REF_COLUMNS`; ``n`` is the number of scored test tiles.
+
+    Raises:
+        ResultsError: a file is not valid JSON or has no numeric ``psnr`` / ``ssim``.
+    """
+    root = Path(results_dir)
+    rows = []
+    for name in names:
+        for path in sorted(root.glob(f"*/*/sr/{name}/seed*/images/sr_metrics.json")):
+            if any(r["source"].rsplit("/seed", 1)[0] == path.relative_to(root).as_posix().rsplit("/seed", 1)[0]
+                   for r in rows):
+                continue  # one seed per (dataset, degradation, name)
+            try:
+                doc = json.loads(path.read_text(encoding="utf-8"))
+                psnr, ssim = float(doc["psnr"]), float(doc["ssim"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ResultsError(f"{path}: not an SR metrics file with numeric psnr and ssim ({exc})") from None
+            ds, deg = path.relative_to(root).parts[:2]
+            rows.append({"dataset": ds, "degradation": deg, "sr_model": name, "psnr": psnr, "ssim": ssim,
+                         "n": doc.get("n"), "source": path.relative_to(root).as_posix()})
+    return pd.DataFrame.from_records(rows, columns=SR_REF_COLUMNS)
+
+
 def expected_runs(config: Mapping[str, Any], experiments: pd.DataFrame, seeds: list[int],
                   methods: list[str] | None = None) -> pd.DataFrame:
     """Every run the report expects: datasets x degradations (config order) x methods (sheet order) x seeds.

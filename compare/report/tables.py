@@ -195,9 +195,20 @@ def ablation_table(runs: pd.DataFrame, experiments: pd.DataFrame, dataset: str, 
                                        "α", "AP", "AP_s", "Precision", "Init", "Released code", "n", "source"])
 
 
-def sr_table(runs: pd.DataFrame, experiments: pd.DataFrame, dataset: str, degradation: str) -> pd.DataFrame:
-    """PSNR (dB) / SSIM of every sheet method with an SR output on this dataset / degradation (sheet order)."""
+SR_REF_DISPLAY = {"nearest": "nearest upscaling (reference)", "bicubic": "bicubic upscaling (reference)"}
+
+
+def sr_table(runs: pd.DataFrame, experiments: pd.DataFrame, dataset: str, degradation: str,
+             references: pd.DataFrame | None = None) -> pd.DataFrame:
+    """PSNR (dB) / SSIM of every sheet method with an SR output on this dataset / degradation (sheet order), then
+    the interpolation reference rows (``references``: :func:`compare.report.collect.collect_sr_references`)."""
     sel = _runs_of(runs, dataset, degradation)
+    refs = []
+    if references is not None and len(references):
+        ref = references[(references["dataset"] == dataset) & (references["degradation"] == degradation)]
+        refs = [{"Method": SR_REF_DISPLAY.get(r["sr_model"], r["sr_model"]), "SR model": r["sr_model"],
+                 "PSNR (dB)": f"{r['psnr']:.2f}", "SSIM": f"{r['ssim']:.4f}", "n": "–", "source": r["source"]}
+                for _, r in ref.iterrows()]
     rows = []
     for _, exp in experiments.iterrows():
         r = sel[(sel["method"] == exp["id"]) & sel["psnr"].notna()]
@@ -205,6 +216,7 @@ def sr_table(runs: pd.DataFrame, experiments: pd.DataFrame, dataset: str, degrad
             rows.append({"Method": exp["display"], "SR model": exp["sr_model"],
                          "PSNR (dB)": fmt_stat(r["psnr"], mult=1.0, digits=2),
                          "SSIM": fmt_stat(r["ssim"], mult=1.0, digits=4), "n": len(r), "source": _sources(r)})
+    rows += refs  # methods first, in sheet order; the references last
     return pd.DataFrame(rows, columns=["Method", "SR model", "PSNR (dB)", "SSIM", "n", "source"])
 
 

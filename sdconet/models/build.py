@@ -104,7 +104,11 @@ def resolve_config(doc: Mapping[str, Any], overrides: Mapping[str, Any] | None =
         if method is not None:
             from sdconet.methods import method_overrides  # noqa: PLC0415
 
-            depth = _model_config(model_sec, user["model"]).enc_layers
+            # the encoder depth the sheet's layer ratios are fitted to, probed with the row's switches (not its
+            # ratios): an input: hr row's scale 1 is only valid without the SR branch
+            switches = {k: v for k, v in split_overrides(method_overrides(method))["model"].items()
+                        if not k.endswith("filter_ratio")}
+            depth = _model_config(model_sec, {**switches, **user["model"]}).enc_layers
             meth = split_overrides(method_overrides(method, enc_layers=depth))
         cfg = _model_config(model_sec, {**meth["model"], **user["model"]})
     except ConfigError as exc:

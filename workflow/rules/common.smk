@@ -257,8 +257,14 @@ def sweep_targets():
     return metrics_targets([m for m in sw["methods"]], sw["degradations"])
 
 
+def sr_reference_targets():
+    """The interpolation outputs the SR table shows as reference rows (``report.sr_references``), first seed."""
+    return [sr_spec(ds, MAIN_DEG, name, SEEDS[0])["paths"]["images"]
+            for ds in DATASETS for name in config["report"]["sr_references"]]
+
+
 def report_inputs():
-    return (metrics_targets(METHODS, [MAIN_DEG]) + sweep_targets() + efficiency_targets())
+    return (metrics_targets(METHODS, [MAIN_DEG]) + sweep_targets() + efficiency_targets() + sr_reference_targets())
 # Regexes for wildcard constraints that keep the SDCoNet and serial rules disjoint.
 SDC_RE = "|".join(i for i in EXP.index if EXP.loc[i, "kind"] in ("sdconet", "ablation"))
 SERIAL_RE = "|".join(i for i in EXP.index if EXP.loc[i, "kind"] == "serial")
@@ -272,6 +278,7 @@ def image_set(wc):
 
 def sdconet_lr_input(wc):
     """The offline LR tiles an SDCoNet run reads (its spec's ``paths.lr``), or nothing when the model makes its
-    LR input itself."""
-    lr = method_spec(wc.dataset, wc.degradation, wc.method, wc.seed)["paths"]["lr"]
-    return [lr] if lr else []
+    LR input itself or reads the HR tiles (an ``input: hr`` row: the tiles folder is already an input)."""
+    paths = method_spec(wc.dataset, wc.degradation, wc.method, wc.seed)["paths"]
+    lr = paths["lr"]
+    return [lr] if lr and Path(lr).parent != Path(paths["tiles"]) else []

@@ -12,8 +12,7 @@ out = Path(snakemake.output[0])  # noqa: F821
 if cfg["source"] == "demo":
     from data_prep.demo import generate_demo
 
-    d = cfg.get("demo", {})
-    generate_demo(out, n_images=d.get("n_images", 12), size=d.get("size", 512), seed=d.get("seed", 0))
+    generate_demo(out, **cfg["demo"])  # the schema fills every default (tests/test_demo.py ties them together)
 else:
     from data_prep.fetch import fetch_dataset
 
