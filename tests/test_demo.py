@@ -91,3 +91,47 @@ def test_invalid_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="objects_per_image"):
         generate_demo(tmp_path / "x", objects_per_image=(5, 2))
     assert not (tmp_path / "x").exists()
+
+
+def test_simple_style_gives_each_class_its_colour_on_flat_ground(tmp_path: Path) -> None:
+    """The default demo's style: flat ground (low spread away from objects), each class drawn in its own colour."""
+    from data_prep.demo import _SIMPLE_BODY
+
+    root = generate_demo(tmp_path / "simple", n_images=3, size=256, seed=0, min_obj=16, max_obj=64,
+                         objects_per_image=(4, 6), style="simple")
+    scene = generate_demo(tmp_path / "scene", n_images=3, size=256, seed=0, min_obj=16, max_obj=64,
+                          objects_per_image=(4, 6), style="scene")
+    corner = (slice(0, 24), slice(0, 24))  # background patches (checked free of boxes below)
+    for r, flat in ((root, True), (scene, False)):
+        for im in _ann(r)["images"]:
+            img = np.asarray(Image.open(r / im["file_name"])).astype(float)
+            if any(o["bbox"][0] < 24 and o["bbox"][1] < 24 for o in im["objects"]):
+                continue
+            assert bool(img[corner].std(axis=(0, 1)).max() < 4.5) == flat
+    seen = set()
+    for im in _ann(root)["images"]:
+        img = np.asarray(Image.open(root / im["file_name"])).astype(int)
+        for obj in im["objects"]:
+            x1, y1, x2, y2 = (int(round(v)) for v in obj["bbox"])
+            colour = np.array(_SIMPLE_BODY[obj["category"]])
+            hits = (np.abs(img[y1:y2, x1:x2] - colour).max(-1) <= 2).sum()
+            assert hits >= 4, obj  # the class colour is painted inside its box
+            seen.add(obj["category"])
+    assert len(seen) >= 3
+    with pytest.raises(ValueError, match="unknown demo style"):
+        generate_demo(tmp_path / "x", style="fancy")
+
+
+def test_workflow_schema_defaults_are_the_generator_defaults(repo_root: Path) -> None:
+    """fetch_raw passes the (schema-filled) ``demo:`` block straight through: both name the same defaults."""
+    import inspect
+
+    import yaml
+
+    schema = yaml.safe_load((repo_root / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    props = schema["$defs"]["dataset"]["properties"]["demo"]["properties"]
+    sig = inspect.signature(generate_demo).parameters
+    assert set(props) == set(sig) - {"out_root"}
+    for key, spec in props.items():
+        default = sig[key].default
+        assert spec["default"] == (list(default) if isinstance(default, tuple) else default), key

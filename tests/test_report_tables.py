@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from benchcore.metrics.results import write_metrics
-from compare.report.collect import (ResultsError, collect_efficiency, collect_runs, expected_runs,
-                                    missing_runs)
+from compare.report.collect import (ResultsError, collect_efficiency, collect_runs, collect_sr_references,
+                                    expected_runs, missing_runs)
 from benchcore.experiments import ExperimentsError, load_experiments, select
 from compare.report.reference import ReferenceError, load_reference, reference_table
 from compare.report.tables import (ablation_table, degradation_table, efficiency_table, main_table,
@@ -206,6 +206,24 @@ def test_ablation_sr_degradation_perclass_tables(runs, eff, exps):
     assert _row(dt, "Faster R-CNN on HR (upper bound)")["bicubic_x2 AP"] == "missing"
     pc = per_class_table(runs, exps, "demo", "bicubic_x2")
     assert list(pc.columns[1:3]) == ["airplane", "ship"] and _row(pc, "SDCoNet")["ship"] == "31.0"
+
+
+def test_sr_table_reference_rows(runs, exps, tmp_path):
+    """report.sr_references: interpolation scores (one seed per dataset/degradation) listed after the methods."""
+    for seed, psnr in ((0, 27.25), (1, 99.0)):  # a second seed of the same interpolation is not a second row
+        d = tmp_path / "demo" / "bicubic_x2" / "sr" / "nearest" / f"seed{seed}" / "images"
+        d.mkdir(parents=True)
+        (d / "sr_metrics.json").write_text(json.dumps({"psnr": psnr, "ssim": 0.5, "n": 16}))
+    refs = collect_sr_references(tmp_path, ["nearest", "bicubic"])
+    assert list(refs["sr_model"]) == ["nearest"] and refs.loc[0, "psnr"] == 27.25
+    sr = sr_table(runs, exps, "demo", "bicubic_x2", refs)
+    assert list(sr["Method"])[-1] == "nearest upscaling (reference)" and list(sr["Method"])[0] == "SDCoNet"
+    assert _row(sr, "nearest upscaling (reference)")["PSNR (dB)"] == "27.25"
+    assert len(sr_table(runs, exps, "demo", "bicubic_x4", refs).query("`SR model` == 'nearest'")) == 0
+    (d / "sr_metrics.json").write_text("{not json")
+    (tmp_path / "demo" / "bicubic_x2" / "sr" / "nearest" / "seed0" / "images" / "sr_metrics.json").write_text("[]")
+    with pytest.raises(ResultsError, match="sr_metrics.json"):
+        collect_sr_references(tmp_path, ["nearest"])
 
 
 def test_efficiency_table_ratios(eff, exps):

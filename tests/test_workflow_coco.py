@@ -50,7 +50,7 @@ def write_user_coco(dest: Path, n_images: int = 4, size: int = 256, seed: int = 
 def coco_run(repo_root, tmp_path_factory, run_workflow):
     work = tmp_path_factory.mktemp("coco_wf")
     write_user_coco(work / "userdata")
-    cfg = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())  # the demo config, with:
+    cfg = yaml.safe_load((repo_root / "config" / "demo_full.yaml").read_text())  # the smoke-budget demo, with:
     cfg.update({
         "results_dir": "results",
         "datasets": {"aerial": {"source": "coco", "annotations": "userdata/instances.json",

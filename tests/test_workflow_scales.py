@@ -34,7 +34,7 @@ def scales_run(repo_root, tmp_path_factory, run_workflow, copy_sheet):
         "level_filter_ratio": "1,1,1,1", "layer_filter_ratio": "1,1,1,1,1,1", "alpha": "fixed",
         "set": "model.saliency.loss_weight=8.0", "notes": "a user's row: the saliency loss weighted 8 instead of 2"}])
 
-    cfg = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    cfg = yaml.safe_load((repo_root / "config" / "demo_full.yaml").read_text())  # smoke budgets
     cfg.update({
         "results_dir": "results",
         "datasets": {"demo": {"source": "demo", "demo": {"n_images": 4, "size": 512, "seed": 0},

@@ -17,8 +17,8 @@ import yaml
 
 from compare.report import figures as F
 from compare.report import tables as T
-from compare.report.collect import (collect_efficiency, collect_job_costs, collect_runs, expected_runs,
-                                    missing_runs, qualitative_items)
+from compare.report.collect import (collect_efficiency, collect_job_costs, collect_runs, collect_sr_references,
+                                    expected_runs, missing_runs, qualitative_items)
 from benchcore.experiments import load_experiments, select
 from compare.report.latex import best_cells
 from compare.report.reference import load_reference, reference_table
@@ -59,7 +59,8 @@ def _ordered(preferred: Sequence[str], found: Sequence[str]) -> list[str]:
 
 
 def _tables(runs: pd.DataFrame, eff: pd.DataFrame, exps: pd.DataFrame, datasets: list[str], degs: list[str],
-            reference: Mapping[str, Any], protocol: str | None = None) -> list[tuple[str, Section]]:
+            reference: Mapping[str, Any], protocol: str | None = None,
+            sr_refs: pd.DataFrame | None = None) -> list[tuple[str, Section]]:
     """(file stem, section) for every table; empty optional tables are left out. Every table with AP numbers names
     the AP protocol of its runs (``protocol``: the configured one, named when a table has no runs)."""
     out: list[tuple[str, Section]] = []
@@ -77,10 +78,12 @@ def _tables(runs: pd.DataFrame, eff: pd.DataFrame, exps: pd.DataFrame, datasets:
                 out.append((f"ablation_{ds}_{deg}", Section(f"Ablations: {t}", f"SDCoNet ablations on {ds}, {deg}. "
                             f"{pct} {proto} Token ratio: level / layer keep ratios. {prec}",
                             T.ablation_table(runs, exps, ds, deg), {"AP": "max", "AP_s": "max"})))
-            sr = T.sr_table(runs, exps, ds, deg)
+            sr = T.sr_table(runs, exps, ds, deg, sr_refs)
             if len(sr):
                 out.append((f"sr_{ds}_{deg}", Section(f"SR quality: {t}", f"SR quality on {ds}, {deg}: PSNR (dB) "
-                            "and SSIM, mean ± sample std over seeds.", sr, {"PSNR (dB)": "max", "SSIM": "max"})))
+                            "and SSIM, mean ± sample std over seeds; reference rows: plain interpolation of the LR "
+                            "tiles, scored the same way (report.sr_references).", sr,
+                            {"PSNR (dB)": "max", "SSIM": "max"})))
             sig = T.significance_table(runs, exps, ds, deg)
             if len(sig):
                 out.append((f"significance_{ds}_{deg}", Section(f"Bootstrap CIs: {t}", f"AP and AP_s (percent) "
@@ -241,12 +244,20 @@ def build_report(results_dir: str | Path, config: Mapping[str, Any] | str | Path
     datasets = _ordered(list(cfg.get("datasets", {})), runs["dataset"].unique())
     degs = _ordered(F.severity_order(cfg.get("degradations", {})), runs["degradation"].unique())
     with atomic_dir(out_dir) as tmp:
-        tables = _tables(runs, eff, exps, datasets, degs, reference, protocol)
+        sr_refs = collect_sr_references(results_dir, list((cfg.get("report") or {}).get("sr_references") or []))
+        tables = _tables(runs, eff, exps, datasets, degs, reference, protocol, sr_refs)
         costs = collect_job_costs(results_dir)
         if len(costs):
             tables.append(("job_cost", Section("Job cost (Snakemake benchmark files)", "What each stage's jobs cost "
                            "on the machine that ran them (Snakemake benchmark: files), reported separately from "
                            "the efficiency measurement of the methods.", T.job_cost_table(costs), None)))
+        from compare.report.plan_costs import plan_cost_table  # noqa: PLC0415  (docs/plan.md)
+
+        planned = plan_cost_table(results_dir)  # None unless results_dir/plan.json (python -m compare.plan --json)
+        if planned is not None:
+            tables.append(("job_cost_plan", Section("Job cost: plan estimate vs actual", "The plan's estimated seconds "
+                           "per rule (python -m compare.plan, results_dir/plan.json) against the wall and CPU seconds "
+                           "of Snakemake's benchmark files for the same jobs (docs/plan.md).", planned, None)))
         for stem, s in tables:
             s.files = T.write_table(s.df, tmp / "tables" / stem, s.caption, f"tab:{stem}", s.bold)
         flat = runs.drop(columns=["config"]).assign(per_class=runs["per_class"].map(json.dumps))
