@@ -39,6 +39,7 @@ include: "workflow/rules/sdconet.smk"
 include: "workflow/rules/baselines.smk"
 include: "workflow/rules/efficiency.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/slurm_errors.smk"  # a job SLURM killed at its time / memory limit, named
 
 
 rule all:

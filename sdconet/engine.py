@@ -167,6 +167,33 @@ def train(model: nn.Module, train_set: Any, val_set: Any | None, cfg: TrainConfi
             dist.destroy_process_group()
 
 
+def _set_aside_if_stale(ckpt: Path, cfg: TrainConfig, out_dir: Path, rank: int) -> bool:
+    """True (and the run's checkpoints moved to ``out_dir/stale-<time>/``) when ``ckpt`` was made under other
+    settings: a key outside :data:`_RESUME_IGNORED` differs, or it holds more epochs than ``cfg.epochs`` asks for.
+    Resuming it would train (or keep) a different experiment than the one configured, so the run starts over;
+    nothing is deleted."""
+    meta = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True)
+    now = cfg.to_dict()
+    diff = {k: (v, now.get(k)) for k, v in (meta.get("config") or {}).items()
+            if k not in _RESUME_IGNORED and now.get(k) != v}
+    too_long = int(meta["epoch"]) + 1 > cfg.epochs
+    if not diff and not too_long:
+        return False
+    why = (f"settings changed (saved, now): {diff}" if diff else
+           f"it holds {int(meta['epoch']) + 1} epochs, the run asks for {cfg.epochs}")
+    del meta
+    if dist.is_initialized():
+        dist.barrier()  # every rank has read the checkpoint before rank 0 moves it
+    if rank == 0:
+        dest = out_dir / f"stale-{time.strftime('%Y%m%d-%H%M%S')}"
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in [*out_dir.glob("epoch_*.pt"), out_dir / "last.pt", out_dir / LOG_NAME]:
+            if f.is_file():
+                f.rename(dest / f.name)
+        log.warning("not resuming %s: %s; starting from epoch 0 (old checkpoints moved to %s)", ckpt, why, dest)
+    return True
+
+
 def _run(model: nn.Module, train_set: Any, val_set: Any | None, cfg: TrainConfig, out_dir: Path,
          resume: bool, dd: DistInfo) -> dict[str, Any]:
     device = resolve_device(cfg.device, dd)
@@ -187,13 +214,11 @@ def _run(model: nn.Module, train_set: Any, val_set: Any | None, cfg: TrainConfig
                                       find_unused_parameters=True)
     start_epoch, step, last_ckpt = 0, 0, None
     ckpt = latest_checkpoint(out_dir) if resume else None
+    if ckpt is not None and _set_aside_if_stale(ckpt, cfg, out_dir, dd.rank):
+        ckpt = None
     if ckpt is not None:
         state = load_checkpoint(ckpt, core, optimizer, scheduler, scaler, rank=dd.rank, map_location="cpu")
         start_epoch, step, last_ckpt = state["epoch"] + 1, state["global_step"], ckpt
-        old = {k: v for k, v in (state.get("config") or {}).items() if k not in _RESUME_IGNORED}
-        diff = {k: (v, cfg.to_dict().get(k)) for k, v in old.items() if cfg.to_dict().get(k) != v}
-        if diff:
-            log.warning("resuming %s with a changed config (saved, now): %s", ckpt, diff)
     elif resume:
         log.info("resume requested but %s has no checkpoint; starting from epoch 0", out_dir)
     sha = git_sha() if dd.rank == 0 else ""

@@ -61,6 +61,24 @@ def test_resume_without_checkpoint_starts_fresh_and_finished_run_is_noop(tmp_pat
     assert again["start_epoch"] == 1 and again["history"] == [] and len(read_log(tmp_path / "r")) == 1
 
 
+def test_checkpoint_of_other_settings_is_set_aside_not_resumed(tmp_path: Path) -> None:
+    """A changed setting, or a checkpoint holding more epochs than asked, restarts the run (old files kept aside):
+    resuming it would keep a different experiment's weights."""
+    js, _ = make_tiles(tmp_path / "d", n=4)
+    ds = TileDataset(js, tmp_path / "d", train=True)
+    train(ToyModel(), ds, None, small_cfg(epochs=3), tmp_path / "r", resume=True)
+    shorter = train(ToyModel(), ds, None, small_cfg(epochs=2), tmp_path / "r", resume=True)
+    assert shorter["start_epoch"] == 0 and len(shorter["history"]) == 2  # not "done" with 3 epochs of weights
+    assert torch.load(tmp_path / "r" / "last.pt", weights_only=False)["epoch"] == 1
+    assert [r["epoch"] for r in read_log(tmp_path / "r")] == [0, 1]
+    stale = list((tmp_path / "r").glob("stale-*/last.pt"))
+    assert len(stale) == 1 and torch.load(stale[0], weights_only=False)["epoch"] == 2
+    changed = train(ToyModel(), ds, None, small_cfg(epochs=2, lr=0.5), tmp_path / "r", resume=True)
+    assert changed["start_epoch"] == 0 and len(changed["history"]) == 2
+    longer = train(ToyModel(), ds, None, small_cfg(epochs=3, lr=0.5), tmp_path / "r", resume=True)
+    assert longer["start_epoch"] == 2 and len(longer["history"]) == 1  # extending the same run still resumes
+
+
 def test_failing_save_leaves_previous_last_checkpoint_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = ToyModel()
     opt = torch.optim.AdamW(model.parameters())

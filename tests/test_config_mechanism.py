@@ -219,7 +219,7 @@ def test_sdconet_cli_uses_the_one_grammar() -> None:
 # ----------------------------------------------------------------------------------- the workflow config
 @pytest.fixture(scope="module")
 def demo_config(repo_root: Path) -> dict[str, Any]:
-    return yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    return yaml.safe_load((repo_root / "config" / "demo_full.yaml").read_text())
 
 
 def _check(repo_root: Path, cfg: dict[str, Any]) -> str:

@@ -116,7 +116,7 @@ def test_paper_workflow_config_gives_the_released_schedules_and_protocol() -> No
     cfg = _workflow_config()
     assert cfg["evaluation"] == {"protocol": "mmdet"}
     rows = cfg["sdconet"]["rows"]
-    assert set(rows) == {"sdconet_routing_none", "sdconet_no_sr", "sdconet_separate"}
+    assert set(rows) == {"sdconet_routing_none", "sdconet_no_sr", "sdconet_hr", "sdconet_separate"}
     for method in load_experiments(SHEET).query("kind != 'serial'")["id"]:
         spec = _spec(method, sets=cfg["sdconet"]["set"], rows=rows)
         train = spec["settings"]["train"]

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.workflow
 
 
 def _dry_run(repo_root: Path, tmp_path: Path, edit) -> str:
-    cfg = yaml.safe_load((repo_root / "config" / "config.yaml").read_text())
+    cfg = yaml.safe_load((repo_root / "config" / "demo_full.yaml").read_text())  # every row of the sheet
     edit(cfg, tmp_path)
     path = tmp_path / "my_config.yaml"
     path.write_text(yaml.safe_dump(cfg))

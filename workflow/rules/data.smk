@@ -1,3 +1,9 @@
+# fetch_raw downloads real datasets (allow_download): a local rule, so that it runs on the node that has the
+# network, never on a compute node (docs/cluster.md).
+localrules:
+    fetch_raw,
+
+
 # Data stage: raw (or a user's COCO json + images, source coco) -> COCO -> tiles -> partition -> HR export.
 # Degraded copies: degrade.smk.
 
