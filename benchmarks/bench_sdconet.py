@@ -33,6 +33,8 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
+from compare.calibrate import random_targets  # noqa: E402
+
 VARIANTS = {"SDCoNet": "sdconet", "serial two-stage": "sdconet_separate"}
 
 
@@ -53,13 +55,7 @@ def batch(n: int, size: int, boxes: int, num_classes: int, device: str, seed: in
     """Normalised-looking random images and random xyxy boxes (HR pixels, 8..size/2 px) with labels."""
     g = torch.Generator().manual_seed(seed)
     images = torch.randn(n, 3, size, size, generator=g)
-    targets = []
-    for _ in range(n):
-        wh = 8 + torch.rand(boxes, 2, generator=g) * (size / 2 - 8)
-        xy = torch.rand(boxes, 2, generator=g) * (size - wh)
-        targets.append({"boxes": torch.cat([xy, xy + wh], 1).to(device),
-                        "labels": torch.randint(0, num_classes, (boxes,), generator=g).to(device)})
-    return images.to(device), targets
+    return images.to(device), random_targets(n, size, num_classes, device, boxes, generator=g)
 
 
 def _timed(fn: Callable[[], None], device: str, warmup: int, runs: int) -> list[float]:

@@ -65,10 +65,14 @@ def timed(fn: Callable[[], Any], device: str, warmup: int, runs: int) -> float:
     return min(times)
 
 
-def _boxes(n: int, side: int, num_classes: int, device: str, boxes: int = 2) -> list[dict[str, Any]]:
+def random_targets(n: int, side: int, num_classes: int, device: str, boxes: int = 2,
+                   generator: Any = None) -> list[dict[str, Any]]:
+    """``n`` detection targets of ``boxes`` random xyxy boxes (8..side/2 px inside a ``side`` square) and labels
+    0..num_classes-1, drawn from ``generator`` (default: a new one seeded 0). Also used by
+    ``benchmarks/bench_sdconet.py``."""
     import torch  # noqa: PLC0415
 
-    g = torch.Generator().manual_seed(0)
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
     out = []
     for _ in range(n):
         wh = 8 + torch.rand(boxes, 2, generator=g) * (side / 2 - 8)
@@ -92,7 +96,7 @@ def measure_sdconet(model_cfg: dict[str, Any], side: int, batch: int, device: st
     cfg["swin"] = {**cfg["swin"], "pretrained": None}
     torch.manual_seed(0)
     model = build_model(from_dict(cfg)).to(device)
-    targets = _boxes(batch, side, int(cfg.get("num_classes") or 1), device)
+    targets = random_targets(batch, side, int(cfg.get("num_classes") or 1), device)
     if cfg["lr"].get("on_the_fly", True):  # HR tiles in, the LR made inside the model
         images = torch.randn(batch, 3, side, side, device=device)
     else:  # offline LR tiles in, the HR tile in the targets for the SR loss
@@ -168,7 +172,7 @@ def measure_frcnn(preset: str, side: int, batch: int, device: str, warmup: int, 
     torch.manual_seed(0)
     model = build_frcnn(num_classes, side, preset).to(device)
     images = [torch.rand(3, side, side, device=device) for _ in range(batch)]
-    targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in _boxes(batch, side, num_classes, device)]
+    targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in random_targets(batch, side, num_classes, device)]
     model.train()
     optim = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 

@@ -242,18 +242,18 @@ def collect_sr_references(results_dir: str | Path, names: list[str]) -> pd.DataF
         ResultsError: a file is not valid JSON or has no numeric ``psnr`` / ``ssim``.
     """
     root = Path(results_dir)
-    rows = []
+    rows, seen = [], set()
     for name in names:
         for path in sorted(root.glob(f"*/*/sr/{name}/seed*/images/sr_metrics.json")):
-            if any(r["source"].rsplit("/seed", 1)[0] == path.relative_to(root).as_posix().rsplit("/seed", 1)[0]
-                   for r in rows):
+            ds, deg = path.relative_to(root).parts[:2]
+            if (ds, deg, name) in seen:
                 continue  # one seed per (dataset, degradation, name)
+            seen.add((ds, deg, name))
             try:
                 doc = json.loads(path.read_text(encoding="utf-8"))
                 psnr, ssim = float(doc["psnr"]), float(doc["ssim"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise ResultsError(f"{path}: not an SR metrics file with numeric psnr and ssim ({exc})") from None
-            ds, deg = path.relative_to(root).parts[:2]
             rows.append({"dataset": ds, "degradation": deg, "sr_model": name, "psnr": psnr, "ssim": ssim,
                          "n": doc.get("n"), "source": path.relative_to(root).as_posix()})
     return pd.DataFrame.from_records(rows, columns=SR_REF_COLUMNS)
