@@ -21,7 +21,8 @@ import json
 import logging
 import re
 from collections import Counter
-from multiprocessing import Pool
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Sequence
 
@@ -329,7 +330,12 @@ def _tile_stems(file_names: list[str]) -> list[str]:
 
 
 def _run_jobs(jobs: list[dict[str, Any]], workers: int, progress: bool) -> Iterable[dict[str, Any]]:
-    """Results of ``_tile_one`` in job order (in-process for ``workers == 1``)."""
+    """Results of ``_tile_one`` in job order (in-process for ``workers == 1``).
+
+    Workers come from a forkserver (no fork of a threaded parent). Closing the generator early (a strict error)
+    cancels the jobs not yet started and waits for the running ones: no worker is killed holding a queue lock,
+    which is how ``multiprocessing.Pool.terminate`` once hung a CI run.
+    """
     bar = tqdm(total=len(jobs), desc="tiling", unit="img", disable=not progress)
     try:
         if workers <= 1:
@@ -337,10 +343,13 @@ def _run_jobs(jobs: list[dict[str, Any]], workers: int, progress: bool) -> Itera
                 yield _tile_one(job)
                 bar.update()
         else:
-            with Pool(processes=workers) as pool:
-                for res in pool.imap(_tile_one, jobs, chunksize=1):
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+            try:
+                for res in pool.map(_tile_one, jobs):
                     yield res
                     bar.update()
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
     finally:
         bar.close()
 
