@@ -332,9 +332,10 @@ def _tile_stems(file_names: list[str]) -> list[str]:
 def _run_jobs(jobs: list[dict[str, Any]], workers: int, progress: bool) -> Iterable[dict[str, Any]]:
     """Results of ``_tile_one`` in job order (in-process for ``workers == 1``).
 
-    Workers come from a forkserver (no fork of a threaded parent). Closing the generator early (a strict error)
-    cancels the jobs not yet started and waits for the running ones: no worker is killed holding a queue lock,
-    which is how ``multiprocessing.Pool.terminate`` once hung a CI run.
+    Workers are forked (a forkserver or spawn child would re-run a Snakemake rule script, which is the parent's
+    ``__main__``). Closing the generator early (a strict error) cancels the jobs not yet started and waits for the
+    running ones: no worker is killed holding a queue lock, which is how ``multiprocessing.Pool.terminate`` once
+    hung a CI run.
     """
     bar = tqdm(total=len(jobs), desc="tiling", unit="img", disable=not progress)
     try:
@@ -343,7 +344,7 @@ def _run_jobs(jobs: list[dict[str, Any]], workers: int, progress: bool) -> Itera
                 yield _tile_one(job)
                 bar.update()
         else:
-            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("forkserver"))
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
             try:
                 for res in pool.map(_tile_one, jobs):
                     yield res
