@@ -3,6 +3,8 @@ measurement (in this process and in fresh processes)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -166,3 +168,17 @@ def test_fresh_process_errors_come_back() -> None:
         run_in_fresh_process(os._exit, (3,), threads=1)
     with pytest.raises(ValueError, match="threads"):
         run_in_fresh_process(int, ("1",), threads=0)
+
+
+def test_fresh_process_timeout_kills_only_the_child() -> None:
+    """A call past its timeout is killed; the fork server lives on and serves the next call in a new child."""
+    from benchcore.fork_server import SERVER
+
+    t0 = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_in_fresh_process(time.sleep, (60,), threads=1, timeout=1)
+    assert time.monotonic() - t0 < 30
+    server = SERVER._proc
+    pids = {run_in_fresh_process(os.getpid, threads=1) for _ in range(2)}
+    assert SERVER._proc is server and server.poll() is None  # the same server, still running
+    assert len(pids) == 2 and os.getpid() not in pids and server.pid not in pids  # a new child per call

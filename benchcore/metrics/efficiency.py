@@ -17,7 +17,6 @@ import math
 import pickle
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -214,18 +213,9 @@ def measure_latency(fn: nn.Module | Callable[..., Any], inputs: tuple | torch.Te
 
 
 # ------------------------------------------------------------------------------------------- fresh process
-_CHILD = """import pickle, sys
-with open(sys.argv[1], "rb") as f:
-    sys.path[:] = pickle.load(f)  # the caller's import path, before anything else is imported
-from benchcore.smk import limit_threads
-limit_threads(int(sys.argv[3]))  # before torch / numpy load their thread pools
-from benchcore.metrics.efficiency import _run_pickled_call
-_run_pickled_call(sys.argv[1], sys.argv[2])
-"""
-
-
 def _run_pickled_call(call_path: str, result_path: str) -> None:
-    """Child side of :func:`run_in_fresh_process`: ``fn(*args, **kwargs)`` -> ``("ok", value)`` or
+    """Child side of :func:`run_in_fresh_process` (run by :mod:`benchcore.fork_server`'s child):
+    ``fn(*args, **kwargs)`` -> ``("ok", value)`` or
     ``("error", exception, traceback text)`` pickled to ``result_path``."""
     with open(call_path, "rb") as f:
         pickle.load(f)  # the import path, applied by the bootstrap
@@ -244,47 +234,53 @@ def _run_pickled_call(call_path: str, result_path: str) -> None:
 
 def run_in_fresh_process(fn: Callable[..., Any], args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
                          threads: int | None = None, timeout: float | None = None) -> Any:
-    """``fn(*args, **kwargs)`` in a new Python interpreter (``sys.executable``) that runs nothing else.
+    """``fn(*args, **kwargs)`` in a new process that runs nothing else.
 
     For measurements whose peak memory must be their own: a process's peak RSS includes everything it
     holds, and memory once used (imported libraries, caches, freed blocks the allocator keeps) is not given
-    back, so a second measurement in the same process inherits the first one's footprint.
+    back, so a second measurement in the same process inherits the first one's footprint. The process is forked
+    from :data:`benchcore.fork_server.SERVER`, an interpreter that has only imported torch and torchvision (which
+    every measured method loads), so the imports are paid once per caller rather than once per call.
 
     Args:
         fn: an importable top-level function (it is pickled by reference); ``args``/``kwargs`` and its return
             value must be picklable.
         threads: intra-op threads of the child (``OMP_NUM_THREADS``, ``MKL_NUM_THREADS``,
-            ``OPENBLAS_NUM_THREADS`` and ``torch.set_num_threads``, via :func:`benchcore.smk.limit_threads`,
-            set before torch is imported there); default: this process's ``torch.get_num_threads()``.
+            ``OPENBLAS_NUM_THREADS`` and ``torch.set_num_threads``, via :func:`benchcore.smk.limit_threads`);
+            default: this process's ``torch.get_num_threads()``.
         timeout: seconds before the child is killed (``subprocess.TimeoutExpired``); None: no limit.
 
     Returns:
-        ``fn``'s return value. The child inherits the working directory, environment and ``sys.path``; its
-        stdout and stderr are passed on to this process's ``sys.stdout`` / ``sys.stderr`` when it ends.
+        ``fn``'s return value. The child has this process's working directory, environment (as of the server's
+        start) and ``sys.path``; its stdout and stderr are passed on to this process's ``sys.stdout`` /
+        ``sys.stderr`` when it ends.
 
     Raises:
         The exception ``fn`` raised (the child's traceback attached as a note), or ``RuntimeError`` naming the
         exit status and the end of stderr when the child died without a result (e.g. killed for memory).
     """
+    from benchcore.fork_server import SERVER  # noqa: PLC0415
+
     n = int(threads) if threads is not None else torch.get_num_threads()
     if n < 1:
         raise ValueError(f"threads must be >= 1, got {threads}")
     with tempfile.TemporaryDirectory(prefix="fresh_process_") as tmp:
-        call, result = Path(tmp) / "call.pkl", Path(tmp) / "result.pkl"
+        call, result, log = Path(tmp) / "call.pkl", Path(tmp) / "result.pkl", Path(tmp) / "child"
         with call.open("wb") as f:
             pickle.dump(list(sys.path), f)
             pickle.dump((fn, tuple(args), dict(kwargs or {})), f)
-        proc = subprocess.run([sys.executable, "-c", _CHILD, str(call), str(result), str(n)],
-                              capture_output=True, text=True, timeout=timeout, check=False)
-        sys.stdout.write(proc.stdout)
-        sys.stderr.write(proc.stderr)
+        code = SERVER.run(str(call), str(result), n, str(log), timeout)
+        out, err = (Path(f"{log}{ext}") for ext in (".out", ".err"))
+        stderr = err.read_text(errors="replace") if err.is_file() else ""
+        sys.stdout.write(out.read_text(errors="replace") if out.is_file() else "")
+        sys.stderr.write(stderr)
         if not result.is_file():
-            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            tail = "\n".join(stderr.strip().splitlines()[-15:])
             raise RuntimeError(f"{getattr(fn, '__qualname__', fn)!r} in a fresh process: the child exited with "
-                               f"status {proc.returncode} and no result; end of its stderr:\n{tail}")
-        out = pickle.loads(result.read_bytes())
-    if out[0] == "ok":
-        return out[1]
-    exc = out[1]
-    exc.add_note(f"raised in a fresh process (run_in_fresh_process); its traceback:\n{out[2]}")
+                               f"status {code} and no result; end of its stderr:\n{tail}")
+        ret = pickle.loads(result.read_bytes())
+    if ret[0] == "ok":
+        return ret[1]
+    exc = ret[1]
+    exc.add_note(f"raised in a fresh process (run_in_fresh_process); its traceback:\n{ret[2]}")
     raise exc

@@ -1,6 +1,7 @@
 """Rule efficiency: params / FLOPs / latency / peak memory of every method (compare.efficiency_runner).
 
-Each method is measured in a new Python process of its own (measure_method_in_fresh_process), pinned to this
+Each method is measured in a process of its own (measure_method_in_fresh_process: forked from benchcore.fork_server,
+which has imported only torch and torchvision), pinned to this
 job's threads, so that its peak memory is its own and not this process's peak so far.
 """
 import sys
