@@ -357,7 +357,8 @@ def measure_method_in_fresh_process(method_id: str, experiments_path: str | Path
                                     hr_size: int = 512, *, scale: int, preset: str = "paper", device: str = "cpu",
                                     warmup: int = 2, runs: int = 5, batch_sizes: Sequence[int] = (1, 4),
                                     counter: str = "fvcore", threads: int | None = None) -> dict[str, Any]:
-    """:func:`measure_method` in a process of its own (forked from :mod:`benchcore.fork_server`), so that its peak memory is this method's.
+    """:func:`measure_method` in a process of its own (forked from :mod:`benchcore.fork_server`), so that its
+    peak memory is this method's.
 
     ``threads``: the child's intra-op threads (default: this process's ``torch.get_num_threads()``); see
     :func:`benchcore.metrics.efficiency.run_in_fresh_process`, which also says how errors come back.
