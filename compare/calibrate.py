@@ -334,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="calibration JSON to write")
     p.add_argument("--resume", action="store_true",
                    help="keep the figures already in --out (an unfinished run's) and measure only the rest")
+    p.add_argument("--jobs", action="store_true",
+                   help="also run the job calibration: the first --configfile's workflow, twice, on tiny synthetic "
+                        "data (compare/plan/job_calibration.py; minutes)")
+    p.add_argument("--cores", type=int, default=1, help="--cores of the job calibration's workflow runs (default 1)")
     a = p.parse_args(argv)
     needs: dict[str, dict[str, Any]] = {}
     for cf in a.configfile or [None]:
@@ -355,6 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     doc = calibrate(needs, a.device, a.threads, a.warmup, a.runs, log=lambda s: print(s, file=sys.stderr),
                     max_side=a.max_side, done=done, save=save)
     doc["configfiles"] = a.configfile
+    if a.jobs:
+        from compare.plan.job_calibration import calibrate_jobs  # noqa: PLC0415
+
+        doc.update(calibrate_jobs((a.configfile or [None])[0], doc, a.config, a.cores,
+                                  log=lambda s: print(s, file=sys.stderr)))
+    elif a.resume and a.out.is_file():  # keep a job calibration already in the file
+        prev = json.loads(a.out.read_text(encoding="utf-8"))
+        doc.update({k: prev[k] for k in ("job_costs", "job_calibration") if k in prev})
     atomic_write_json(a.out, doc)
     print(f"wrote {a.out}", file=sys.stderr)
     return 0

@@ -213,38 +213,57 @@ def _val_passes(epochs: int, every: int) -> int:
     return len({e for e in range(1, epochs + 1) if e % every == 0} | {epochs})
 
 
-def job_seconds(job: Job, wl: Workload, calib: Mapping[str, Any], parse_s: float, notes: set[str]) -> tuple[float, str]:
-    """(estimated wall seconds of one job on the calibrated device, the formula's terms)."""
+def job_epochs(job: Job, wl: Workload) -> int:
+    """Training epochs of a ``train_sdconet`` / ``train_detector`` job (0 for every other rule)."""
+    wc = job.wildcards
+    if job.rule == "train_sdconet":
+        spec = wl.method_spec(wc["dataset"], wc["degradation"], wc["method"], int(wc["seed"]))
+        return int(spec["settings"]["train"]["epochs"])
+    if job.rule == "train_detector":
+        spec = wl.method_spec(wc["dataset"], wc["degradation"], wc["method"], int(wc["seed"]))
+        return int(spec["settings"]["detector"]["epochs"])
+    return 0
+
+
+def job_terms(job: Job, wl: Workload, calib: Mapping[str, Any], parse_s: float, notes: set[str]
+              ) -> tuple[str, float, int, float, str]:
+    """The parts of one job's estimate: ``(key, start_s, units, work_s, basis)``.
+
+    ``key``: what the job calibration's fixed costs are kept under (the rule, with ``/yolo``, ``/frcnn``, ``/net``
+    or ``/interp`` where one rule runs different programs); ``start_s``: the process start-up (calibrated imports)
+    used without a job calibration; ``units``: how many fixed costs the job pays (the efficiency job: one per
+    method); ``work_s``: the images / calibrated images/s part; ``basis``: the formula's terms.
+    """
     oh = calib["overhead_s"]
     wc = job.wildcards
     rule = job.rule
     if rule in SPEC_RULES:
-        return parse_s, f"workflow re-parse {parse_s:.1f} s"
+        return rule, parse_s, 1, 0.0, f"workflow re-parse {parse_s:.1f} s"
     if rule in DATA_RULES:
         n = wl.images(wc["dataset"]).total if "dataset" in wc else 0
         per = n if rule in ("split_tiles", "degrade", "export_basicsr") else 0
-        return oh["python"] + STATED_DATA_S_PER_TILE * per, f"OH {oh['python']:.1f} + {per} tiles x stated rate"
+        return rule, oh["python"], 1, STATED_DATA_S_PER_TILE * per, f"{per} tiles x stated rate"
     if rule == "build_report":
         runs = sum(1 for _ in job.inputs)
-        return oh["sdconet"] + STATED_REPORT_S_PER_RUN * runs, f"OH + {runs} inputs x stated rate"
+        return rule, oh["sdconet"], 1, STATED_REPORT_S_PER_RUN * runs, f"{runs} inputs x stated rate"
     models = job_models(job, wl)
     if rule == "measure_efficiency":
         eff = wl.config["efficiency"]
         passes = int(eff["warmup"]) + int(eff["runs"]) + 3
-        total = 0.0
-        for method, keys in efficiency_models(wl):
-            kind = "sdconet" if keys[0][0].startswith("sdconet/") else "baselines"
-            total += oh[kind]
+        start = work = 0.0
+        methods = efficiency_models(wl)
+        for _method, keys in methods:
+            start += oh["sdconet" if keys[0][0].startswith("sdconet/") else "baselines"]
             for key, need in keys:
                 fig, note = figure(calib, key)
                 if note:
                     notes.add(note)
-                total += passes * int(eff["batch_size"]) / infer_ips(fig, need)
-        return total, f"{len(efficiency_models(wl))} methods x (OH + {passes} passes x batch {eff['batch_size']})"
+                work += passes * int(eff["batch_size"]) / infer_ips(fig, need)
+        return rule, start, len(methods), work, f"{len(methods)} methods x {passes} passes x batch {eff['batch_size']}"
     if rule == "super_resolve" and not models:  # an interpolation: a process that resizes the LR tiles
-        return oh["baselines"], "OH (interpolation)"
+        return "super_resolve/interp", oh["baselines"], 1, 0.0, "interpolation"
     if not models:
-        return 0.0, "no action"
+        return rule, 0.0, 0, 0.0, "no action"
     fig, note = figure(calib, models[0][0])
     if note:
         notes.add(note)
@@ -252,28 +271,46 @@ def job_seconds(job: Job, wl: Workload, calib: Mapping[str, Any], parse_s: float
     if rule in ("train_sdconet", "evaluate_sdconet"):
         spec = wl.method_spec(wc["dataset"], wc["degradation"], wc["method"], int(wc["seed"]))
         if rule == "evaluate_sdconet":
-            return oh["sdconet"] + imgs.test / fig["infer_ips"], f"OH + {imgs.test} test / infer"
+            return rule, oh["sdconet"], 1, imgs.test / fig["infer_ips"], f"{imgs.test} test / infer"
         tr = spec["settings"]["train"]
         ep, vp = int(tr["epochs"]), _val_passes(int(tr["epochs"]), int(tr.get("eval_every", 1)))
-        return (oh["sdconet"] + ep * imgs.train / fig["train_ips"] + vp * imgs.val / fig["infer_ips"],
-                f"OH + {ep} ep x {imgs.train} train / train_ips + {vp} x {imgs.val} val / infer")
+        return (rule, oh["sdconet"], 1, ep * imgs.train / fig["train_ips"] + vp * imgs.val / fig["infer_ips"],
+                f"{ep} ep x {imgs.train} train / train_ips + {vp} x {imgs.val} val / infer")
     if rule in ("train_detector", "evaluate_detector"):
         spec = wl.method_spec(wc["dataset"], wc["degradation"], wc["method"], int(wc["seed"]))
+        key = f"{rule}/{'frcnn' if spec['method']['detector'] == 'frcnn' else 'yolo'}"
         if rule == "evaluate_detector":
-            return oh["baselines"] + imgs.test / fig["infer_ips"], f"OH + {imgs.test} test / infer"
+            return key, oh["baselines"], 1, imgs.test / fig["infer_ips"], f"{imgs.test} test / infer"
         det = spec["settings"]["detector"]
         ep = int(det["epochs"])
         vp = (ep if det.get("val", True) else 1) if "batch" in det else 0
-        return (oh["baselines"] + ep * imgs.train / fig["train_ips"] + vp * imgs.val / fig["infer_ips"],
-                f"OH + {ep} ep x {imgs.train} train / train_ips + {vp} x {imgs.val} val / infer")
+        return (key, oh["baselines"], 1, ep * imgs.train / fig["train_ips"] + vp * imgs.val / fig["infer_ips"],
+                f"{ep} ep x {imgs.train} train / train_ips + {vp} x {imgs.val} val / infer")
     if rule == "train_sr":
         sr = wl.sr_spec(wc["dataset"], wc["degradation"], wc["sr_model"], int(wc["seed"]))["settings"]["sr"]
         n = int(sr["iters"]) * int(sr["batch_size"])
-        return oh["baselines"] + n / fig["train_ips"], f"OH + {sr['iters']} iters x {sr['batch_size']} patches"
+        return rule, oh["baselines"], 1, n / fig["train_ips"], f"{sr['iters']} iters x {sr['batch_size']} patches"
     if rule == "super_resolve":
-        return (oh["baselines"] + imgs.total / infer_ips(fig, models[0][1]),
-                f"OH + {imgs.total} LR tiles / infer")
-    return oh["python"], "unknown rule: one process start"
+        return ("super_resolve/net", oh["baselines"], 1, imgs.total / infer_ips(fig, models[0][1]),
+                f"{imgs.total} LR tiles / infer")
+    return rule, oh["python"], 1, 0.0, "unknown rule: one process start"
+
+
+def job_seconds(job: Job, wl: Workload, calib: Mapping[str, Any], parse_s: float, notes: set[str]) -> tuple[float, str]:
+    """(estimated wall seconds of one job on the calibrated device, the formula's terms).
+
+    With a job calibration (``calib["job_costs"]``, :mod:`compare.plan.job_calibration`) a job costs its key's
+    measured ``fixed_s`` per unit + ``per_epoch_s`` x epochs + the modelled work; without one, the calibrated
+    process start-up + the modelled work.
+    """
+    key, start, units, work, basis = job_terms(job, wl, calib, parse_s, notes)
+    jc = (calib.get("job_costs") or {}).get(key)
+    if jc is None or units == 0:
+        return start + work, (f"OH {start:.1f} + {basis}" if units else basis)
+    ep = job_epochs(job, wl)
+    fixed = units * float(jc["fixed_s"]) + ep * float(jc["per_epoch_s"])
+    return fixed + work, (f"fixed {units} x {jc['fixed_s']:.1f} + {ep} ep x {jc['per_epoch_s']:.2f} (job calibration)"
+                          f" + {basis}")
 
 
 def build_plan(jobs: Sequence[Job], snakemake_counts: Mapping[str, int], wl: Workload, calib: Mapping[str, Any],
@@ -341,11 +378,23 @@ def assumptions(plan: Plan, wl: Workload, parse_s: float, notes: Sequence[str]) 
         im = wl.images(ds)
         out.append(f"images {ds}: train {im.train} / val {im.val} / test {im.test} tiles of {im.side} px "
                    f"({im.source})")
-    out += ["job time = process start-up (calibrated) + images x epochs / calibrated images/s of the job's model "
-            "(training throughput taken as flat in the batch; phase-1 SR-frozen epochs costed as joint ones)",
-            f"run_spec / sr_run_spec: Snakemake re-parses the workflow per job: {parse_s:.1f} s (this plan's dry run)",
-            f"data rules: start-up + {STATED_DATA_S_PER_TILE} s per tile, report: start-up + {STATED_REPORT_S_PER_RUN}"
-            f" s per input, {STATED_SCHED_S} s Snakemake bookkeeping per job: stated, not measured",
+    jc = cal.get("job_costs")
+    if jc:
+        jcal = cal.get("job_calibration") or {}
+        out += ["job time = a fixed cost per job (+ a cost per epoch for training) measured by the job calibration "
+                f"(two tiny real runs of {jcal.get('configfile') or 'the demo config'}, methods "
+                f"{', '.join(jcal.get('methods') or [])}; {len(jc)} rule keys) + images x epochs / calibrated "
+                "images/s of the job's model (training throughput taken as flat in the batch)",
+                "rules the job calibration did not run: process start-up (calibrated) + images / images/s; "
+                f"run_spec / sr_run_spec without it: the dry run's re-parse, {parse_s:.1f} s"]
+    else:
+        out += ["job time = process start-up (calibrated) + images x epochs / calibrated images/s of the job's model "
+                "(training throughput taken as flat in the batch; phase-1 SR-frozen epochs costed as joint ones)",
+                f"run_spec / sr_run_spec: Snakemake re-parses the workflow per job: {parse_s:.1f} s (this plan's dry "
+                "run)"]
+    out += [f"data rules: start-up + {STATED_DATA_S_PER_TILE} s per tile, report: start-up + {STATED_REPORT_S_PER_RUN}"
+            f" s per input (the start-up replaced by the job calibration's fixed cost when it has one), "
+            f"{STATED_SCHED_S} s Snakemake bookkeeping per job: stated, not measured",
             "GPU-hours: rules that declare resources gpu (training, evaluation, SR, efficiency); CPU-hours: the rest "
             "(seconds x threads)",
             f"wall time: jobs packed onto {plan.cores} cores in dependency order (threads respected, GPU jobs "
