@@ -89,3 +89,15 @@ def test_plan_uses_the_job_costs(tmp_path):
     frcnn = next(j for j in jobs if j.rule == "train_detector" and j.wildcards["method"].startswith("frcnn"))
     assert job_seconds(frcnn, wl, calib, 5.0, notes)[1].startswith("OH")  # no key: the start-up model
     assert collections.Counter(j.rule for j in jobs)["measure_efficiency"] == 1
+
+
+def test_stored_demo_calibration_plans_the_demo_with_job_costs(tmp_path):
+    """docs/calibration/cpu-2core-demo.json (measured, docs/plan.md) covers every model and job key of the demo."""
+    from compare.plan.__main__ import make_plan
+
+    plan = make_plan(None, "docs/calibration/cpu-2core-demo.json", cores=2, overrides=(f"results_dir={tmp_path}",))
+    bases = {c.job.rule: c.basis for c in plan.costs}
+    for rule in ("train_sdconet", "train_detector", "evaluate_sdconet", "evaluate_detector", "measure_efficiency"):
+        assert "job calibration" in bases[rule], rule
+    assert any("job calibration" in a for a in plan.assumptions)
+    assert 0 < plan.wall_s < sum(c.seconds for c in plan.costs)
