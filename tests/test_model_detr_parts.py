@@ -152,6 +152,22 @@ def test_msda_kernel_equals_ultralytics_kernel_values_and_gradients(dense_max: i
         assert torch.allclose(multi_scale_deformable_attn(value, shapes, loc, w), ref[0], atol=1e-10)
 
 
+def test_msda_dense_levels_under_cpu_bf16_autocast() -> None:
+    """The dense small-level path takes a bf16 value (autocast's linear output) with fp32 sampling grids: it
+    used to fail in scatter_add_ (mixed dtypes); now it returns what fp32 does, to bf16 rounding."""
+    g = torch.Generator().manual_seed(0)
+    attn = MSDeformAttn(d_model=32, n_levels=2, n_heads=4, n_points=2)
+    shapes = torch.tensor([[4, 4], [2, 2]])
+    query = torch.randn(1, 5, 32, generator=g)
+    value = torch.randn(1, 20, 32, generator=g)
+    ref = torch.rand(1, 5, 2, 2, generator=g)
+    with torch.no_grad():
+        full = attn(query, ref, value, shapes)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = attn(query, ref, value, shapes)
+    assert low.dtype == torch.bfloat16 and torch.allclose(low.float(), full, atol=0.05, rtol=0.05)
+
+
 def _single_point_attn(offset_px: tuple[float, float]) -> MSDeformAttn:
     attn = MSDeformAttn(d_model=1, n_levels=1, n_heads=1, n_points=1)
     with torch.no_grad():

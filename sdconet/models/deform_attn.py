@@ -85,8 +85,9 @@ def _sample_level_dense(value: Tensor, grid: Tensor, weights: Tensor, h: int, w:
     valid = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
     coef = bilinear * weights.reshape(n, q, p, 1) * valid
     idx = torch.where(valid, yi * w + xi, 0)
-    a = value.new_zeros(n, q, h * w).scatter_add_(2, idx.view(n, q, p * 4), coef.view(n, q, p * 4))
-    return torch.bmm(value, a.transpose(1, 2))
+    # in the coefficients' dtype: under CPU autocast the value is bf16 while the grid (and so coef) stays fp32
+    a = coef.new_zeros(n, q, h * w).scatter_add_(2, idx.view(n, q, p * 4), coef.view(n, q, p * 4))
+    return torch.bmm(value, a.transpose(1, 2).to(value.dtype))
 
 
 def multi_scale_deformable_attn(value: Tensor, spatial_shapes: Tensor | Sequence[Sequence[int]],
