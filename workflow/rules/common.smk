@@ -19,6 +19,13 @@ def ds_cfg(wildcards):
     return config["datasets"][wildcards.dataset]
 
 
+def data_threads(wildcards):
+    """Worker processes of the data stage's parallel rules (split_tiles, degrade): 2; 1 for the embedded demo, whose
+    dozen generated scenes take a second to tile, so that the job does not wait for both cores (e.g. while the
+    efficiency job holds one)."""
+    return 1 if config["datasets"][wildcards.dataset].get("source") == "demo" else 2
+
+
 def dataset_root(wildcards):
     """The folder the converter reads: a coco dataset's images, a user-given root, or the fetched raw tree."""
     cfg = ds_cfg(wildcards)

@@ -64,7 +64,7 @@ rule split_tiles:
         f"{R}/benchmarks/data/{{dataset}}/split_tiles.tsv"
     conda:
         ENV
-    threads: 2
+    threads: data_threads
     resources:
         mem_mb=4000,
         runtime=240,

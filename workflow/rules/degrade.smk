@@ -15,7 +15,7 @@ rule degrade:
         f"{R}/benchmarks/data/{{dataset}}/{{degradation}}/degrade.tsv"
     conda:
         ENV
-    threads: 2
+    threads: data_threads
     resources:
         mem_mb=4000,
         runtime=120,
