@@ -12,7 +12,7 @@ that is the rule script itself (no ``if __name__ == "__main__"`` guard), so the 
 child. This server is started with ``python -c`` and never sees the caller's ``__main__``.
 
 Protocol (text lines on the server's stdin / stdout): the caller writes ``call_path<TAB>result_path<TAB>
-threads<TAB>log_path``; the server answers ``pid <n>`` when the child is forked and ``exit <code>`` when it
+threads<TAB>log_path<TAB>cwd``; the server answers ``pid <n>`` when the child is forked and ``exit <code>`` when it
 ended (negative: killed by that signal). The child writes its stdout and stderr to ``log_path`` + ``.out`` /
 ``.err``.
 """
@@ -34,13 +34,14 @@ for name in sys.argv[1:]:
     __import__(name)
 print("ready", flush=True)
 for line in sys.stdin:
-    call, result, threads, log = line.rstrip("\n").split("\t")
+    call, result, threads, log, cwd = line.rstrip("\n").split("\t")
     pid = os.fork()
     if pid == 0:
         code = 1
         try:
             for fd, ext in ((1, ".out"), (2, ".err")):
                 os.dup2(os.open(log + ext, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
+            os.chdir(cwd)  # the caller's working directory now, not the server's at its start
             import pickle
             with open(call, "rb") as f:
                 sys.path[:] = pickle.load(f)  # the caller's import path
@@ -109,7 +110,7 @@ class ForkServer:
         with self._lock:
             proc = self._start()
             assert proc.stdin is not None
-            proc.stdin.write(f"{call_path}\t{result_path}\t{threads}\t{log_path}\n".encode())
+            proc.stdin.write(f"{call_path}\t{result_path}\t{threads}\t{log_path}\t{os.getcwd()}\n".encode())
             proc.stdin.flush()
             pid = int(self._expect("pid", None))
             try:

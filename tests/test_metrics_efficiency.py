@@ -182,3 +182,9 @@ def test_fresh_process_timeout_kills_only_the_child() -> None:
     pids = {run_in_fresh_process(os.getpid, threads=1) for _ in range(2)}
     assert SERVER._proc is server and server.poll() is None  # the same server, still running
     assert len(pids) == 2 and os.getpid() not in pids and server.pid not in pids  # a new child per call
+
+
+def test_fresh_process_runs_in_the_callers_current_directory(tmp_path, monkeypatch) -> None:
+    run_in_fresh_process(os.getpid, threads=1)  # the server is up, started in another directory
+    monkeypatch.chdir(tmp_path)
+    assert run_in_fresh_process(os.getcwd, threads=1) == str(tmp_path)
