@@ -8,7 +8,7 @@ import collections
 import pytest
 import yaml
 
-from compare.plan.costs import calibration_needs, job_epochs, job_seconds
+from compare.plan.costs import calibration_needs, job_seconds, job_terms
 from compare.plan.dag import dry_run_jobs
 from compare.plan.job_calibration import calibration_config, fit, log_durations, representative_methods
 from compare.plan.workload import Workload, load_config
@@ -68,7 +68,9 @@ def test_calibration_config_keeps_the_users_settings_and_validates(tmp_path):
     assert again["datasets"]["calib"]["tile"]["size"] == user["datasets"]["demo"]["tile"]["size"]
     jobs, stats = dry_run_jobs(str(path), 1)
     wl = Workload(again)
-    epochs = {j.wildcards["method"]: job_epochs(j, wl) for j in jobs if j.rule.startswith("train_")}
+    calib = synthetic_calibration(calibration_needs(jobs, wl))
+    epochs = {j.wildcards["method"]: job_terms(j, wl, calib, 0.0, set()).epochs
+              for j in jobs if j.rule.startswith("train_")}
     assert epochs == {"sdconet": 2, "yolov8n_hr": 2, "frcnn_hr": 2}
     assert stats["train_sdconet"] == 1 and stats["train_detector"] == 2
 
@@ -83,7 +85,7 @@ def test_plan_uses_the_job_costs(tmp_path):
     without, _ = job_seconds(train, wl, calib, 5.0, notes)
     calib["job_costs"] = {"train_detector/yolo": {"fixed_s": 7.0, "per_epoch_s": 0.5}}
     with_jc, basis = job_seconds(train, wl, calib, 5.0, notes)
-    ep = job_epochs(train, wl)
+    ep = job_terms(train, wl, calib, 5.0, notes).epochs
     assert ep > 1 and with_jc == pytest.approx(without - 3.0 + 7.0 + 0.5 * ep)  # start-up 3 s replaced
     assert "job calibration" in basis
     frcnn = next(j for j in jobs if j.rule == "train_detector" and j.wildcards["method"].startswith("frcnn"))

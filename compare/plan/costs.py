@@ -25,7 +25,7 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 from compare.plan.dag import Job, dependencies
 from compare.plan.workload import Workload
@@ -213,39 +213,38 @@ def _val_passes(epochs: int, every: int) -> int:
     return len({e for e in range(1, epochs + 1) if e % every == 0} | {epochs})
 
 
-def job_epochs(job: Job, wl: Workload) -> int:
-    """Training epochs of a ``train_sdconet`` / ``train_detector`` job (0 for every other rule)."""
-    wc = job.wildcards
-    if job.rule == "train_sdconet":
-        spec = wl.method_spec(wc["dataset"], wc["degradation"], wc["method"], int(wc["seed"]))
-        return int(spec["settings"]["train"]["epochs"])
-    if job.rule == "train_detector":
-        spec = wl.method_spec(wc["dataset"], wc["degradation"], wc["method"], int(wc["seed"]))
-        return int(spec["settings"]["detector"]["epochs"])
-    return 0
-
-
-def job_terms(job: Job, wl: Workload, calib: Mapping[str, Any], parse_s: float, notes: set[str]
-              ) -> tuple[str, float, int, float, str]:
-    """The parts of one job's estimate: ``(key, start_s, units, work_s, basis)``.
+class JobTerms(NamedTuple):
+    """The parts of one job's estimate.
 
     ``key``: what the job calibration's fixed costs are kept under (the rule, with ``/yolo``, ``/frcnn``, ``/net``
     or ``/interp`` where one rule runs different programs); ``start_s``: the process start-up (calibrated imports)
     used without a job calibration; ``units``: how many fixed costs the job pays (the efficiency job: one per
-    method); ``work_s``: the images / calibrated images/s part; ``basis``: the formula's terms.
+    method); ``work_s``: the images / calibrated images/s part; ``basis``: the formula's terms; ``epochs``: training
+    epochs (0 for every rule but ``train_sdconet`` / ``train_detector``).
     """
+
+    key: str
+    start_s: float
+    units: int
+    work_s: float
+    basis: str
+    epochs: int = 0
+
+
+def job_terms(job: Job, wl: Workload, calib: Mapping[str, Any], parse_s: float, notes: set[str]) -> JobTerms:
+    """The :class:`JobTerms` of one job on the calibrated device."""
     oh = calib["overhead_s"]
     wc = job.wildcards
     rule = job.rule
     if rule in SPEC_RULES:
-        return rule, parse_s, 1, 0.0, f"workflow re-parse {parse_s:.1f} s"
+        return JobTerms(rule, parse_s, 1, 0.0, f"workflow re-parse {parse_s:.1f} s")
     if rule in DATA_RULES:
         n = wl.images(wc["dataset"]).total if "dataset" in wc else 0
         per = n if rule in ("split_tiles", "degrade", "export_basicsr") else 0
-        return rule, oh["python"], 1, STATED_DATA_S_PER_TILE * per, f"{per} tiles x stated rate"
+        return JobTerms(rule, oh["python"], 1, STATED_DATA_S_PER_TILE * per, f"{per} tiles x stated rate")
     if rule == "build_report":
         runs = sum(1 for _ in job.inputs)
-        return rule, oh["sdconet"], 1, STATED_REPORT_S_PER_RUN * runs, f"{runs} inputs x stated rate"
+        return JobTerms(rule, oh["sdconet"], 1, STATED_REPORT_S_PER_RUN * runs, f"{runs} inputs x stated rate")
     models = job_models(job, wl)
     if rule == "measure_efficiency":
         eff = wl.config["efficiency"]
@@ -259,11 +258,12 @@ def job_terms(job: Job, wl: Workload, calib: Mapping[str, Any], parse_s: float, 
                 if note:
                     notes.add(note)
                 work += passes * int(eff["batch_size"]) / infer_ips(fig, need)
-        return rule, start, len(methods), work, f"{len(methods)} methods x {passes} passes x batch {eff['batch_size']}"
+        return JobTerms(rule, start, len(methods), work,
+                        f"{len(methods)} methods x {passes} passes x batch {eff['batch_size']}")
     if rule == "super_resolve" and not models:  # an interpolation: a process that resizes the LR tiles
-        return "super_resolve/interp", oh["baselines"], 1, 0.0, "interpolation"
+        return JobTerms("super_resolve/interp", oh["baselines"], 1, 0.0, "interpolation")
     if not models:
-        return rule, 0.0, 0, 0.0, "no action"
+        return JobTerms(rule, 0.0, 0, 0.0, "no action")
     fig, note = figure(calib, models[0][0])
     if note:
         notes.add(note)
@@ -271,29 +271,30 @@ def job_terms(job: Job, wl: Workload, calib: Mapping[str, Any], parse_s: float, 
     if rule in ("train_sdconet", "evaluate_sdconet"):
         spec = wl.method_spec(wc["dataset"], wc["degradation"], wc["method"], int(wc["seed"]))
         if rule == "evaluate_sdconet":
-            return rule, oh["sdconet"], 1, imgs.test / fig["infer_ips"], f"{imgs.test} test / infer"
+            return JobTerms(rule, oh["sdconet"], 1, imgs.test / fig["infer_ips"], f"{imgs.test} test / infer")
         tr = spec["settings"]["train"]
         ep, vp = int(tr["epochs"]), _val_passes(int(tr["epochs"]), int(tr.get("eval_every", 1)))
-        return (rule, oh["sdconet"], 1, ep * imgs.train / fig["train_ips"] + vp * imgs.val / fig["infer_ips"],
-                f"{ep} ep x {imgs.train} train / train_ips + {vp} x {imgs.val} val / infer")
+        return JobTerms(rule, oh["sdconet"], 1, ep * imgs.train / fig["train_ips"] + vp * imgs.val / fig["infer_ips"],
+                        f"{ep} ep x {imgs.train} train / train_ips + {vp} x {imgs.val} val / infer", ep)
     if rule in ("train_detector", "evaluate_detector"):
         spec = wl.method_spec(wc["dataset"], wc["degradation"], wc["method"], int(wc["seed"]))
         key = f"{rule}/{'frcnn' if spec['method']['detector'] == 'frcnn' else 'yolo'}"
         if rule == "evaluate_detector":
-            return key, oh["baselines"], 1, imgs.test / fig["infer_ips"], f"{imgs.test} test / infer"
+            return JobTerms(key, oh["baselines"], 1, imgs.test / fig["infer_ips"], f"{imgs.test} test / infer")
         det = spec["settings"]["detector"]
         ep = int(det["epochs"])
         vp = (ep if det.get("val", True) else 1) if "batch" in det else 0
-        return (key, oh["baselines"], 1, ep * imgs.train / fig["train_ips"] + vp * imgs.val / fig["infer_ips"],
-                f"{ep} ep x {imgs.train} train / train_ips + {vp} x {imgs.val} val / infer")
+        return JobTerms(key, oh["baselines"], 1, ep * imgs.train / fig["train_ips"] + vp * imgs.val / fig["infer_ips"],
+                        f"{ep} ep x {imgs.train} train / train_ips + {vp} x {imgs.val} val / infer", ep)
     if rule == "train_sr":
         sr = wl.sr_spec(wc["dataset"], wc["degradation"], wc["sr_model"], int(wc["seed"]))["settings"]["sr"]
         n = int(sr["iters"]) * int(sr["batch_size"])
-        return rule, oh["baselines"], 1, n / fig["train_ips"], f"{sr['iters']} iters x {sr['batch_size']} patches"
+        return JobTerms(rule, oh["baselines"], 1, n / fig["train_ips"],
+                        f"{sr['iters']} iters x {sr['batch_size']} patches")
     if rule == "super_resolve":
-        return ("super_resolve/net", oh["baselines"], 1, imgs.total / infer_ips(fig, models[0][1]),
-                f"{imgs.total} LR tiles / infer")
-    return rule, oh["python"], 1, 0.0, "unknown rule: one process start"
+        return JobTerms("super_resolve/net", oh["baselines"], 1, imgs.total / infer_ips(fig, models[0][1]),
+                        f"{imgs.total} LR tiles / infer")
+    return JobTerms(rule, oh["python"], 1, 0.0, "unknown rule: one process start")
 
 
 def job_seconds(job: Job, wl: Workload, calib: Mapping[str, Any], parse_s: float, notes: set[str]) -> tuple[float, str]:
@@ -303,14 +304,13 @@ def job_seconds(job: Job, wl: Workload, calib: Mapping[str, Any], parse_s: float
     measured ``fixed_s`` per unit + ``per_epoch_s`` x epochs + the modelled work; without one, the calibrated
     process start-up + the modelled work.
     """
-    key, start, units, work, basis = job_terms(job, wl, calib, parse_s, notes)
-    jc = (calib.get("job_costs") or {}).get(key)
-    if jc is None or units == 0:
-        return start + work, (f"OH {start:.1f} + {basis}" if units else basis)
-    ep = job_epochs(job, wl)
-    fixed = units * float(jc["fixed_s"]) + ep * float(jc["per_epoch_s"])
-    return fixed + work, (f"fixed {units} x {jc['fixed_s']:.1f} + {ep} ep x {jc['per_epoch_s']:.2f} (job calibration)"
-                          f" + {basis}")
+    t = job_terms(job, wl, calib, parse_s, notes)
+    jc = (calib.get("job_costs") or {}).get(t.key)
+    if jc is None or t.units == 0:
+        return t.start_s + t.work_s, (f"OH {t.start_s:.1f} + {t.basis}" if t.units else t.basis)
+    fixed = t.units * float(jc["fixed_s"]) + t.epochs * float(jc["per_epoch_s"])
+    return fixed + t.work_s, (f"fixed {t.units} x {jc['fixed_s']:.1f} + {t.epochs} ep x {jc['per_epoch_s']:.2f} "
+                              f"(job calibration) + {t.basis}")
 
 
 def build_plan(jobs: Sequence[Job], snakemake_counts: Mapping[str, int], wl: Workload, calib: Mapping[str, Any],

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from compare.plan.costs import job_epochs, job_terms
+from compare.plan.costs import job_terms
 from compare.plan.dag import REPO, Job, dry_run_jobs
 from compare.plan.workload import Workload, load_config
 
@@ -137,14 +137,14 @@ def residuals(jobs: Sequence[Job], wl: Workload, calib: Mapping[str, Any], log_t
     notes: set[str] = set()
     rows = []
     for job in jobs:
-        key, _start, units, work, _basis = job_terms(job, wl, calib, 0.0, notes)
-        if units == 0:
+        t = job_terms(job, wl, calib, 0.0, notes)
+        if t.units == 0:
             continue
         actual = _benchmark_seconds(job.benchmark) if job.benchmark else None
         if actual is None and durations.get(job.rule):
             actual = durations[job.rule].pop(0)
         if actual is not None:
-            rows.append((key, job_epochs(job, wl), units, actual - work))
+            rows.append((t.key, t.epochs, t.units, actual - t.work_s))
     return rows
 
 
@@ -189,6 +189,7 @@ def calibrate_jobs(configfile: str | None, calib: Mapping[str, Any], overrides: 
     """Run the calibration workflow at 1 and 2 epochs and fit the per-key costs; the ``job_costs`` section and
     what it was measured on (``job_calibration``)."""
     config = load_config(configfile, overrides)
+    methods = representative_methods(config)
     rows: list[tuple[str, int, int, float]] = []
     runs = []
     with tempfile.TemporaryDirectory(prefix="plan_jobcal_", dir=workdir) as tmp:
@@ -204,4 +205,4 @@ def calibrate_jobs(configfile: str | None, calib: Mapping[str, Any], overrides: 
             log(f"  took {wall:.0f} s ({len(jobs)} jobs)")
     return {"job_costs": fit(rows),
             "job_calibration": {"configfile": configfile, "overrides": list(overrides), "cores": cores,
-                                "methods": calibration_config(config, "results", 1)["methods"], "runs": runs}}
+                                "methods": methods, "runs": runs}}
