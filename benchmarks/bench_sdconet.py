@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from compare.calibrate import random_targets  # noqa: E402
+from compare.calibrate import random_targets, sdconet_train_step  # noqa: E402
 
 VARIANTS = {"SDCoNet": "sdconet", "serial two-stage": "sdconet_separate"}
 
@@ -81,24 +81,14 @@ UNFUSED = False  # set by --unfused
 def train_speed(model: nn.Module, images: torch.Tensor, targets: list[dict], sr_on: bool, device: str,
                 warmup: int, runs: int) -> float:
     """Median seconds of one training step (forward, backward, optimizer step) in the given routing phase."""
-    from sdconet.routing import is_loss_term  # noqa: PLC0415
+    from sdconet.train_config import TrainConfig, build_optimizer  # noqa: PLC0415
 
     model.train()
     model.set_sr_trainable(sr_on)
-    from sdconet.train_config import TrainConfig, build_optimizer  # noqa: PLC0415
-
     # The engine's optimizer (param groups, fused AdamW unless --unfused), so the figure is what training runs.
     optim = build_optimizer(model, TrainConfig(epochs=1, batch_size=images.shape[0], lr=1e-5,
                                                fused_adamw=not UNFUSED))
-
-    def step() -> None:
-        losses = model(images, targets)
-        loss = sum(v for k, v in losses.items() if is_loss_term(k))
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-
-    return statistics.median(_timed(step, device, warmup, runs))
+    return statistics.median(_timed(sdconet_train_step(model, images, targets, optim), device, warmup, runs))
 
 
 def bench(label: str, method: str, a: argparse.Namespace, device: str) -> dict[str, Any]:

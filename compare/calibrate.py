@@ -82,6 +82,21 @@ def random_targets(n: int, side: int, num_classes: int, device: str, boxes: int 
     return out
 
 
+def sdconet_train_step(model: Any, images: Any, targets: list[dict[str, Any]], optim: Any) -> Callable[[], None]:
+    """One SDCoNet training step as a closure: the loss terms summed, gradients cleared, backward, optimizer step
+    (what both the calibration and ``benchmarks/bench_sdconet.py`` time)."""
+    from sdconet.routing import is_loss_term  # noqa: PLC0415
+
+    def step() -> None:
+        losses = model(images, targets)
+        loss = sum(v for k, v in losses.items() if is_loss_term(k))
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+
+    return step
+
+
 def measure_sdconet(model_cfg: dict[str, Any], side: int, batch: int, device: str, warmup: int, runs: int
                     ) -> dict[str, float]:
     """Training and inference images/s of an SDCoNet model config (a run spec's ``settings.model``)."""
@@ -89,7 +104,6 @@ def measure_sdconet(model_cfg: dict[str, Any], side: int, batch: int, device: st
 
     from sdconet.models.build import build_model  # noqa: PLC0415
     from sdconet.models.config import from_dict  # noqa: PLC0415
-    from sdconet.routing import is_loss_term  # noqa: PLC0415
     from sdconet.train_config import TrainConfig, build_optimizer  # noqa: PLC0415
 
     cfg = dict(model_cfg)
@@ -108,15 +122,7 @@ def measure_sdconet(model_cfg: dict[str, Any], side: int, batch: int, device: st
     if hasattr(model, "set_sr_trainable"):
         model.set_sr_trainable(True)
     optim = build_optimizer(model, TrainConfig(epochs=1, batch_size=batch, lr=1e-5))
-
-    def step() -> None:
-        losses = model(images, targets)
-        loss = sum(v for k, v in losses.items() if is_loss_term(k))
-        optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
-
-    train_s = timed(step, device, warmup, runs)
+    train_s = timed(sdconet_train_step(model, images, targets, optim), device, warmup, runs)
     model.eval()
     x1 = images[:1]
     with torch.no_grad():
