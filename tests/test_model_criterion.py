@@ -64,6 +64,43 @@ def test_matcher_handles_empty_targets() -> None:
     assert m.cost_class == 2.0 and m.cost_bbox == 5.0 and m.cost_giou == 2.0
 
 
+def test_match_many_equals_one_call_per_set() -> None:
+    """Stacked matching (one host transfer) gives every set the assignment of its own call, any set shapes."""
+    m = HungarianMatcher()
+    g = torch.Generator().manual_seed(3)
+    for counts in ([4, 2], [0, 3], [0, 0]):
+        tg = _targets(counts)
+        sets = [(torch.randn(2, q, C, generator=g), torch.rand(2, q, 4, generator=g) * 0.5 + 0.25)
+                for q in (9, 9, 7, 9)]  # one set of another query count: matched in its own group
+        many = m.match_many(sets, tg)
+        assert len(many) == len(sets)
+        for (logits, boxes), got in zip(sets, many):
+            for (qa, ga), (qb, gb) in zip(m(logits, boxes, tg), got):
+                assert torch.equal(qa, qb) and torch.equal(ga, gb)
+
+
+def test_criterion_matches_every_set_in_one_solver_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoder layers and encoder proposals of one shape: a single cost computation and host copy per step."""
+    tg = _targets([3, 1])
+    logits, boxes = torch.randn(2, 8, C), torch.rand(2, 8, 4) * 0.5 + 0.25
+    crit = SetCriterion(C, num_dec_layers=3)
+    calls: list[int] = []
+    impl = crit.matcher._impl.forward
+    monkeypatch.setattr(crit.matcher._impl, "forward", lambda *a, **k: calls.append(a[0].shape[0]) or impl(*a, **k))
+    losses = crit(_outputs(logits, boxes, layers=3), tg)
+    assert calls == [2 * 4]  # 3 decoder layers + encoder, batch 2, stacked
+    assert {"loss_cls", "d0.loss_cls", "d1.loss_cls", "enc.loss_cls"} <= set(losses)
+
+
+def test_avg_factor_without_a_device_round_trip() -> None:
+    """Single process: the positives count is not put on the device and read back (a sync on CUDA); a meta
+    device, whose tensors cannot be read, shows it."""
+    from sdconet.models.criterion import _avg_factor
+
+    assert _avg_factor(0, torch.device("meta")) == 1.0
+    assert _avg_factor(7, torch.device("meta")) == 7.0
+
+
 def test_criterion_perfect_lower_than_random_and_names() -> None:
     tg = _targets([3, 2])
     crit = SetCriterion(C, num_dec_layers=2)

@@ -250,3 +250,14 @@ def test_sine_position_encoding_matches_definition() -> None:
     padded = torch.zeros(1, 3, 5, dtype=torch.bool)
     padded[:, :, 3:] = True  # normalisation over the valid width only
     assert torch.allclose(pe(padded)[0, 4, 0, 2], torch.tensor(math.sin(2 * math.pi)), atol=1e-5)
+
+
+def test_level_shapes_are_host_metadata_whatever_the_feature_device() -> None:
+    """spatial_shapes and level_start_index stay on the CPU (every consumer reads them back as ints: on CUDA each
+    read of a device tensor would be a host sync); features on the meta device, which holds no data, show it."""
+    feats = [torch.empty(2, 8, h, w, device="meta") for h, w in ((6, 5), (3, 3), (2, 2), (1, 1))]
+    ml = flatten_levels(feats, SinePositionalEncoding(4), LevelEmbedding(4, 8).to("meta"))
+    assert ml.feat.device.type == "meta"
+    assert ml.spatial_shapes.device.type == "cpu" and ml.level_start_index.device.type == "cpu"
+    assert ml.spatial_shapes.tolist() == [[6, 5], [3, 3], [2, 2], [1, 1]]
+    assert ml.level_start_index.tolist() == [0, 30, 39, 43]

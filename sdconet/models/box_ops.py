@@ -15,6 +15,8 @@ from torchvision.ops import box_convert
 from torchvision.ops import box_iou as _tv_box_iou
 from torchvision.ops import generalized_box_iou as _tv_generalized_box_iou
 
+from sdconet.models.host import device_tensor
+
 __all__ = [
     "box_cxcywh_to_xyxy", "box_xyxy_to_cxcywh", "box_area", "box_iou", "generalized_box_iou",
     "inverse_sigmoid", "normalize_xyxy_to_cxcywh", "denormalize_cxcywh_to_xyxy",
@@ -108,7 +110,8 @@ def normalize_xyxy_to_cxcywh(boxes: Tensor, image_hw: tuple[float, float] | Tens
     Returns:
         (..., 4) normalised cxcywh.
     """
-    hw = torch.as_tensor(image_hw, dtype=boxes.dtype, device=boxes.device)
+    hw = (image_hw.to(boxes.device, boxes.dtype) if isinstance(image_hw, Tensor)
+          else device_tensor(image_hw, boxes.dtype, boxes.device))
     whwh = torch.stack([hw[..., 1], hw[..., 0], hw[..., 1], hw[..., 0]], dim=-1)
     return box_xyxy_to_cxcywh(boxes / whwh)
 
@@ -125,7 +128,8 @@ def denormalize_cxcywh_to_xyxy(boxes: Tensor, image_hw: tuple[float, float] | Te
     Returns:
         (..., 4) xyxy in pixels.
     """
-    hw = torch.as_tensor(image_hw, dtype=boxes.dtype, device=boxes.device)
+    hw = (image_hw.to(boxes.device, boxes.dtype) if isinstance(image_hw, Tensor)
+          else device_tensor(image_hw, boxes.dtype, boxes.device))
     whwh = torch.stack([hw[..., 1], hw[..., 0], hw[..., 1], hw[..., 0]], dim=-1)
     out = box_cxcywh_to_xyxy(boxes) * whwh
     if clamp:

@@ -25,6 +25,7 @@ from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 from sdconet.models.box_ops import box_cxcywh_to_xyxy, denormalize_cxcywh_to_xyxy
 from sdconet.models.config import SDCoNetConfig
 from sdconet.models.denoising import dn_positive_indices
+from sdconet.models.host import to_device
 from sdconet.models.matcher import HungarianMatcher
 
 __all__ = ["SetCriterion", "PostProcess", "build_criterion", "build_postprocess"]
@@ -33,12 +34,16 @@ Targets = Sequence[dict[str, Tensor]]
 
 
 def _avg_factor(n: float, device: torch.device) -> float:
-    """Number of positives averaged over processes, clamped to >= 1."""
+    """Number of positives averaged over processes, clamped to >= 1.
+
+    Only a distributed run puts the count on the device (for the all-reduce) and reads it back; a single
+    process already has it on the host, so no device round trip (a synchronisation on CUDA) is made.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return max(float(n), 1.0)
     t = torch.as_tensor([float(n)], device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t)
-        t = t / dist.get_world_size()
-    return max(float(t.item()), 1.0)
+    dist.all_reduce(t)
+    return max(float((t / dist.get_world_size()).item()), 1.0)
 
 
 class SetCriterion(nn.Module):
@@ -85,10 +90,12 @@ class SetCriterion(nn.Module):
         """
         dev = logits.device
         logits, boxes = logits.float(), boxes.float()  # losses in float32 under AMP
-        bidx = torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(indices)]).to(dev)
-        qidx = torch.cat([q for q, _ in indices]).to(dev)
-        tgt_labels = torch.cat([t["labels"].to(dev)[g.to(dev)] for t, (_, g) in zip(targets, indices)]).long()
-        tgt_boxes = torch.cat([t["boxes"].to(dev)[g.to(dev)] for t, (_, g) in zip(targets, indices)]).float()
+        # the matcher's host indices go over non-blocking (host.to_device): no stream sync per loss term
+        bidx = to_device(torch.cat([torch.full_like(q, i) for i, (q, _) in enumerate(indices)]), dev)
+        qidx = to_device(torch.cat([q for q, _ in indices]), dev)
+        gidx = [to_device(g, dev) for _, g in indices]
+        tgt_labels = torch.cat([t["labels"].to(dev)[g] for t, g in zip(targets, gidx)]).long()
+        tgt_boxes = torch.cat([t["boxes"].to(dev)[g] for t, g in zip(targets, gidx)]).float()
         onehot = torch.zeros_like(logits)
         onehot[bidx, qidx, tgt_labels] = 1.0
         loss_cls = sigmoid_focal_loss(logits, onehot, self.focal_alpha, self.focal_gamma, reduction="sum") / num_pos
@@ -116,15 +123,13 @@ class SetCriterion(nn.Module):
         losses: dict[str, Tensor] = {}
         layers = list(outputs.get("aux_outputs") or []) + [outputs]
         prefixes = [f"d{i}." for i in range(len(layers) - 1)] + [""]
-        for prefix, out in zip(prefixes, layers):
-            idx = self.matcher(out["pred_logits"], out["pred_boxes"], targets)
+        enc = outputs.get("enc_outputs")
+        sets, set_prefixes = (layers + [enc], prefixes + ["enc."]) if enc is not None else (layers, prefixes)
+        # every set matched at once: one host transfer of the cost matrices (see HungarianMatcher.match_many)
+        matched = self.matcher.match_many([(out["pred_logits"], out["pred_boxes"]) for out in sets], targets)
+        for prefix, out, idx in zip(set_prefixes, sets, matched):
             for k, v in self._losses(out["pred_logits"], out["pred_boxes"], targets, idx, num_pos).items():
                 losses[prefix + k] = v
-        enc = outputs.get("enc_outputs")
-        if enc is not None:
-            idx = self.matcher(enc["pred_logits"], enc["pred_boxes"], targets)
-            for k, v in self._losses(enc["pred_logits"], enc["pred_boxes"], targets, idx, num_pos).items():
-                losses["enc." + k] = v
         dn_outputs, dn_meta = outputs.get("dn_outputs"), outputs.get("dn_meta")
         dn_prefixes = [f"d{i}.dn." for i in range(len(layers) - 1)] + ["dn."]
         if dn_outputs is None or dn_meta is None:

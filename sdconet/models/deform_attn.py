@@ -26,6 +26,8 @@ from torch import Tensor
 from ultralytics.nn.modules.transformer import MSDeformAttn as _UltralyticsMSDeformAttn
 from ultralytics.nn.modules.utils import multi_scale_deformable_attn_pytorch
 
+from sdconet.models.host import device_tensor
+
 __all__ = ["MSDeformAttn", "multi_scale_deformable_attn", "sampling_by_grid_sample", "shapes_as_list"]
 
 
@@ -210,7 +212,7 @@ class MSDeformAttn(_UltralyticsMSDeformAttn):
         weights = F.softmax(weights, -1).view(bs, len_q, self.n_heads, self.n_levels, self.n_points)
         ref = reference_points[:, :, None, :, None, :]  # (B, Q, 1, L|1, 1, 2|4)
         if reference_points.shape[-1] == 2:
-            normalizer = torch.tensor([[w, h] for h, w in shapes], dtype=query.dtype, device=query.device)
+            normalizer = device_tensor([[w, h] for h, w in shapes], query.dtype, query.device)
             loc = ref + offsets / normalizer[None, None, None, :, None, :]
         elif reference_points.shape[-1] == 4:
             loc = ref[..., :2] + offsets / self.n_points * ref[..., 2:] * 0.5

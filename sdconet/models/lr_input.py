@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sdconet.models.config import LRConfig
+from sdconet.models.host import device_tensor
 
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
 IMAGENET_STD_255 = (58.395, 57.12, 57.375)
@@ -18,8 +19,8 @@ IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 
 def _stats(x: Tensor) -> tuple[Tensor, Tensor]:
     shape = (1, 3, 1, 1) if x.dim() == 4 else (3, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN_255, dtype=torch.float32, device=x.device).view(shape)
-    std = torch.tensor(IMAGENET_STD_255, dtype=torch.float32, device=x.device).view(shape)
+    mean = device_tensor(IMAGENET_MEAN_255, torch.float32, x.device).view(shape)
+    std = device_tensor(IMAGENET_STD_255, torch.float32, x.device).view(shape)
     return mean, std
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from sdconet.models.config import SDCoNetConfig
+from sdconet.models.host import device_tensor
 
 
 def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
@@ -40,7 +41,7 @@ def encoder_proposals(spatial_shapes: Tensor, mask: Tensor | None, batch_size: i
             valid_w = (~m[:, 0, :]).sum(1, keepdim=True)
             scale = torch.cat([valid_w, valid_h], 1).view(-1, 1, 1, 2).float()
         else:
-            scale = torch.tensor([w, h], dtype=torch.float32, device=device).view(1, 1, 1, 2)
+            scale = device_tensor([w, h], torch.float32, device).view(1, 1, 1, 2)
         gy, gx = torch.meshgrid(torch.linspace(0, h - 1, h, dtype=torch.float32, device=device),
                                 torch.linspace(0, w - 1, w, dtype=torch.float32, device=device), indexing="ij")
         grid = (torch.stack([gx, gy], -1).unsqueeze(0).expand(batch_size, -1, -1, -1) + 0.5) / scale

@@ -81,8 +81,8 @@ class MultiLevelInputs(NamedTuple):
         feat: (B, N, C) features.
         pos: (B, N, C) sine encoding + level embedding.
         mask: (B, N) bool, True at padded positions.
-        spatial_shapes: (L, 2) long, (H_l, W_l).
-        level_start_index: (L,) long.
+        spatial_shapes: (L, 2) long, (H_l, W_l), on the CPU (metadata; see :func:`flatten_levels`).
+        level_start_index: (L,) long, on the CPU.
         valid_ratios: (B, L, 2) float, (valid_W / W, valid_H / H).
         level_masks: L masks (B, H_l, W_l) bool.
     """
@@ -134,7 +134,10 @@ def flatten_levels(feats: Sequence[Tensor], pos_encoding: SinePositionalEncoding
         pos_f.append(pos + level_embed(lvl).to(f.dtype).view(1, 1, -1))
         mask_f.append(m.flatten(1))
         shapes.append((h, w))
-    spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=feats[0].device)
+    # Metadata, kept on the CPU whatever the features' device: every consumer reads the sizes back as Python ints
+    # (``shapes_as_list``: each deformable attention, the proposal grid, the saliency levels), which on CUDA would
+    # be a host synchronisation per read (~20 per forward), and none does arithmetic with them on the device.
+    spatial_shapes = torch.as_tensor(shapes, dtype=torch.long)
     starts = torch.cat((spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]))
     return MultiLevelInputs(torch.cat(feat_f, 1), torch.cat(pos_f, 1), torch.cat(mask_f, 1), spatial_shapes,
                             starts, torch.stack([valid_ratio(m) for m in masks], 1), masks)

@@ -28,6 +28,7 @@ from sdconet.models.config import SDCoNetConfig
 from sdconet.models.criterion import build_criterion, build_postprocess
 from sdconet.models.deformable_encoder import build_deformable_encoder
 from sdconet.models.encoder import build_encoder
+from sdconet.models.host import device_tensor
 from sdconet.models.lr_input import prepare_lr
 from sdconet.models.memory_transform import build_memory_transform
 from sdconet.models.neck import build_neck
@@ -139,7 +140,7 @@ class DetectionBranch(nn.Module):
         ml, memory, sal = self._encode(feats)
         if not self.training:
             out = self.head(memory, ml.spatial_shapes, ml.valid_ratios)
-            sizes = torch.tensor([hr_size], dtype=torch.float32, device=memory.device).expand(memory.shape[0], 2)
+            sizes = device_tensor([hr_size], torch.float32, memory.device).expand(memory.shape[0], 2)
             return self.postprocess(out, sizes)
         targets = check_targets(targets, memory.shape[0])
         det_t = [{"labels": t["labels"].to(memory.device).long(),
