@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Issue 13's GPU figures in one run (about 8 min on an H100/H200; run from the repo root on a lent CUDA machine,
-# $OUT collects the files). Each step is isolated (a failure is printed and the next step runs) and time-boxed.
+# Issue 13's GPU figures in one run (about 8 min on an H100/H200, 10 with a baseline tree; run from the repo root
+# on a lent CUDA machine, $OUT collects the files). Each step is isolated (a failure is printed and the next step runs) and time-boxed.
 #   1. benchmarks/gpu_checks.py on SDCoNet (paper preset, 512 HR): training images/s at batch 2 and 16 (the released
 #      total batch) with the SR branch frozen / on, fp32 vs bf16 vs fp16, peak memory per batch size (whole step
 #      and after the forward); inference ms and images/s at batch 1 / 8 / 32; the same under channels-last, with
 #      cuDNN autotuning off (the fp32 SR-on peak: 20.1 GiB against 2.3 GiB under AMP, is it autotuning
 #      workspace?) and torch.compile (inference); the host syncs of one training step by source line.
 #   2. the plan's images/s calibration of config/paper.yaml's models on this GPU (docs/plan.md), at the paper's sides.
+#   3. when a baseline tree is carried in .baseline/ (see below), its bf16 training rows at batch 2 and 16 and the
+#      host-sync census on it, so that what the host-sync removal bought is measured on the same card in the same
+#      run. Prepare it (and carry .baseline):
+#        rm -rf .baseline && mkdir .baseline && git archive 49484e6 | tar -x -C .baseline && echo 49484e6 > .baseline/.git_ref
 # Not here: DDP at 2 per GPU (needs several GPUs), the job calibration (needs the paper's pretrained weights).
 set -u
 OUT=${OUT:-/tmp/gpu_out}; mkdir -p "$OUT"
@@ -20,3 +24,8 @@ step "SDCoNet throughput, memory, variants, host syncs" timeout 330 $PY benchmar
   --warmup 2 --variants channels_last no_cudnn_benchmark compile --sync-census --json "$OUT/gpu_checks13.json"
 step "plan calibration, config/paper.yaml, cuda" timeout 150 $PY -m compare.calibrate --configfile config/paper.yaml \
   --device cuda --out "$OUT/calibration-gpu.json"
+if [ -d .baseline/benchmarks ]; then
+  step "baseline tree ($(cat .baseline/.git_ref 2>/dev/null || echo .baseline)): bf16 training, host syncs" timeout 120 \
+    $PY .baseline/benchmarks/gpu_checks.py --device cuda --models sdconet --train-batches 2 16 --infer-batches 1 \
+    --dtypes bf16 --steps 5 --runs 5 --warmup 2 --sync-census --json "$OUT/gpu_checks13_baseline.json"
+fi
