@@ -264,14 +264,17 @@ def train_frcnn(coco_json: str | os.PathLike, image_dir: str | os.PathLike, out_
         data.set_epoch(epoch)
         order = sample_rng(seed, epoch).permutation(len(data)).tolist()
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        # pinned batches on CUDA, so that the non-blocking copies below overlap the previous step's kernels
         loader = DataLoader(data, batch_sampler=batches, num_workers=num_workers, collate_fn=_collate,
+                            pin_memory=dev.type == "cuda",
                             generator=torch.Generator().manual_seed(int(seed) * 100003 + epoch))
         model.train()
         for images, targets in tqdm(loader, desc=f"frcnn epoch {epoch + 1}/{epochs}", disable=None):
             for g in optim.param_groups:
                 g["lr"] = lr * _lr_factor(step, epoch, epochs, warmup_iters)
             images = [im.to(dev, non_blocking=True) for im in images]
-            targets = [{k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in t.items()} for t in targets]
+            targets = [{k: (v.to(dev, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()}
+                       for t in targets]
             with torch.autocast("cuda", enabled=use_amp):
                 losses = model(images, targets)
             loss = sum(losses.values())
