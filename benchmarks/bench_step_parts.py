@@ -1,13 +1,16 @@
 """Where SDCoNet's SR-on training step spends its time: forward + backward of each stage on its own, CPU.
 
-Runs the paper preset (random weights, ``--hr-size`` HR tiles, batch ``--batch``, 2 random boxes per image) once to
+Runs the paper preset (``--preset``; random weights, ``--hr-size`` HR tiles, batch ``--batch``, 2 random boxes per image) once to
 get each stage's real inputs, then times, each as forward + backward of that stage alone (its inputs detached,
 median of ``--runs`` after one warm-up): the Swin encoder, the neck, the SR decoder, the detection branch
 (saliency, encoder, DINO head, losses), and the whole model for comparison. ``--head-layouts`` adds the SR decoder's
 pixel-shuffle head (PatchUnEmbed -> 3x3 convs -> pixel shuffle -> conv_last, L1 loss) fed channels-last, as the
-model runs it, against the same head fed an NCHW copy (what it ran before).
+model runs it, against the same head fed an NCHW copy (what it ran before). ``--saved-memory`` adds the memory a
+training step's tensors need, device-independent: the bytes autograd saves for the backward pass (each storage once,
+parameters excluded; counted with ``torch.autograd.graph.saved_tensors_hooks``) with the SR branch frozen and on, and
+the parameters, their gradients and AdamW's two moments.
 
-    .venv/bin/python benchmarks/bench_step_parts.py [--runs 3] [--head-layouts] [--threads 2]
+    .venv/bin/python benchmarks/bench_step_parts.py [--runs 3] [--head-layouts] [--saved-memory] [--threads 2]
 """
 from __future__ import annotations
 
@@ -41,11 +44,13 @@ def median_s(fn: Callable[[], object], runs: int) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="paper", choices=["paper", "tiny"])
     ap.add_argument("--hr-size", type=int, default=512)
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--head-layouts", action="store_true", help="also the SR head fed channels-last vs NCHW")
+    ap.add_argument("--saved-memory", action="store_true", help="also the GiB a step saves for the backward pass")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -53,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from sdconet.models.sr_decoder import conv_transpose_tokens  # noqa: PLC0415
 
     torch.manual_seed(0)
-    m = build("sdconet", "paper", 10, 2)
+    m = build("sdconet", a.preset, 10, 2)
     images, targets = batch(a.batch, a.hr_size, 2, 10, "cpu")
     m.train()
     m.set_sr_trainable(True)
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         m.zero_grad(set_to_none=True)
         sum(m(images, targets).values()).backward()
 
-    rows = {"torch_threads": torch.get_num_threads(), "batch": a.batch, "hr_size": a.hr_size}
+    rows = {"torch_threads": torch.get_num_threads(), "preset": a.preset, "batch": a.batch, "hr_size": a.hr_size}
     for name, fn in (("backbone", backbone), ("neck", neck), ("sr_decoder", sr_decoder), ("detector", detector),
                      ("whole_model", whole)):
         rows[f"{name}_s"] = round(median_s(fn, a.runs), 4)
@@ -108,8 +113,37 @@ def main(argv: list[str] | None = None) -> int:
                 rows.setdefault(f"{label}_s", []).append(round(median_s(head(nchw), a.runs), 4))
         for label in ("sr_head_channels_last", "sr_head_nchw"):
             print(f"{label:22s} forward + backward {statistics.median(rows[f'{label}_s']):.3f} s")
+    if a.saved_memory:
+        rows.update(saved_memory(m, images, targets))
+        for k, v in rows.items():
+            if k.endswith("_gib"):
+                print(f"{k:32s} {v:.2f} GiB")
     print(json.dumps(rows))
     return 0
+
+
+def saved_memory(model: torch.nn.Module, images: torch.Tensor, targets: list[dict]) -> dict[str, float]:
+    """GiB saved for the backward pass per routing phase, and of the parameters / gradients / AdamW moments."""
+    gib = 2 ** 30
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    out: dict[str, float] = {}
+    for sr in (False, True):
+        model.set_sr_trainable(sr)
+        storages: dict[int, int] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            losses = model(images, targets)
+        out[f"saved_for_backward_sr_{'on' if sr else 'frozen'}_gib"] = round(
+            sum(n for ptr, n in storages.items() if ptr not in params) / gib, 4)
+        sum(losses.values()).backward()
+        model.zero_grad(set_to_none=True)
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    out["params_grads_adamw_moments_gib"] = round(4 * weights / gib, 4)
+    return out
 
 
 if __name__ == "__main__":
