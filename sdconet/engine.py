@@ -194,10 +194,18 @@ def _set_aside_if_stale(ckpt: Path, cfg: TrainConfig, out_dir: Path, rank: int) 
     return True
 
 
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The dtype a run trains (and validates) under autocast, or None for float32: ``train.amp`` with
+    ``train.amp_dtype`` on CUDA; AMP is ignored on the CPU."""
+    if not (cfg.amp and device.type == "cuda"):
+        return None
+    return torch.bfloat16 if cfg.amp_dtype == "bfloat16" else torch.float16
+
+
 def _run(model: nn.Module, train_set: Any, val_set: Any | None, cfg: TrainConfig, out_dir: Path,
          resume: bool, dd: DistInfo) -> dict[str, Any]:
     device = resolve_device(cfg.device, dd)
-    use_amp = cfg.amp and device.type == "cuda"
+    amp_dtype = autocast_dtype(cfg, device)
     seed_everything(cfg.seed + dd.rank)
     core = model.to(device)
     optimizer = build_optimizer(core, cfg)
@@ -205,7 +213,7 @@ def _run(model: nn.Module, train_set: Any, val_set: Any | None, cfg: TrainConfig
     if len(loader) == 0:
         raise ValueError("the training set is empty")
     scheduler = build_scheduler(optimizer, cfg, math.ceil(len(loader) / cfg.accumulate))
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)  # bfloat16 needs no loss scaling
     routing = RoutingSchedule(cfg.routing, cfg.unfreeze_epoch)
     net: nn.Module = core
     if dd.enabled:
@@ -231,13 +239,13 @@ def _run(model: nn.Module, train_set: Any, val_set: Any | None, cfg: TrainConfig
         set_loader_epoch(loader, epoch, cfg.seed)
         note = f"Nothing was saved for epoch {epoch}; last good checkpoint: {last_ckpt or 'none'}."
         record, step = _train_epoch(net, core, loader, optimizer, scheduler, scaler, cfg, epoch, step, routing,
-                                    dd, device, use_amp, note)
+                                    dd, device, amp_dtype, note)
         record.update(phase=phase, routing=cfg.routing, global_step=step)
         if val_set is not None and cfg.eval_every and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             if dd.rank == 0:
                 saved = capture_rng_state()
                 res = evaluate(core, val_set, val_set.coco, device, batch_size=cfg.batch_size,
-                               sr=cfg.eval_sr and phase == 2, workers=cfg.workers, amp=use_amp)
+                               sr=cfg.eval_sr and phase == 2, workers=cfg.workers, amp_dtype=amp_dtype)
                 restore_rng_state(saved)
                 record["val"] = {"detection": res["detection"], "sr": res["sr"]}
         rng_states = _gather(capture_rng_state(), dd)
@@ -257,7 +265,7 @@ def _run(model: nn.Module, train_set: Any, val_set: Any | None, cfg: TrainConfig
 
 def _train_epoch(net: nn.Module, core: nn.Module, loader: Any, optimizer: torch.optim.Optimizer, scheduler: Any,
                  scaler: Any, cfg: TrainConfig, epoch: int, step: int, routing: RoutingSchedule, dd: DistInfo,
-                 device: torch.device, use_amp: bool, note: str) -> tuple[dict[str, Any], int]:
+                 device: torch.device, amp_dtype: torch.dtype | None, note: str) -> tuple[dict[str, Any], int]:
     """One pass over ``loader``; returns the epoch's log record (losses averaged over ranks) and the step."""
     net.train()
     project = routing.projects(epoch)
@@ -277,7 +285,7 @@ def _train_epoch(net: nn.Module, core: nn.Module, loader: Any, optimizer: torch.
         last = (it % acc) + 1 == group
         images, targets = images.to(device, non_blocking=True), targets_to(targets, device)
         sync_ctx = net.no_sync() if dd.enabled and (project or not last) else contextlib.nullcontext()
-        amp_ctx = torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
+        amp_ctx = torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
         with sync_ctx:
             with amp_ctx:
                 losses: dict[str, Tensor] = net(images, targets, epoch=epoch)
@@ -296,13 +304,13 @@ def _train_epoch(net: nn.Module, core: nn.Module, loader: Any, optimizer: torch.
             sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
         n_img += images.shape[0]
         if last:
-            if use_amp:
+            if scaler.is_enabled():
                 scaler.unscale_(optimizer)
             with_grad = [p for p in params if p.grad is not None]
             norm = (torch.nn.utils.clip_grad_norm_(with_grad, cfg.clip_grad or math.inf) if with_grad
                     else torch.zeros(()))
             norms.append(float(norm))
-            if not use_amp and not math.isfinite(norms[-1]):
+            if not scaler.is_enabled() and not math.isfinite(norms[-1]):  # fp32 / bfloat16: nothing skips it
                 raise NonFiniteLossError(epoch, it, {"grad_norm": norms[-1]}, note)
             lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
             scaler.step(optimizer)

@@ -65,7 +65,7 @@ def _sr_rows(sr: Tensor, ref: Tensor, crop_border: int, test_y_channel: bool) ->
 
 def evaluate(model: nn.Module, dataset: Any, coco_gt: dict | str | Path, device: torch.device | str,
              batch_size: int = 2, sr: bool = False, max_dets: int = 100, *, crop_border: int | None = None,
-             test_y_channel: bool = True, workers: int = 0, amp: bool = False,
+             test_y_channel: bool = True, workers: int = 0, amp_dtype: torch.dtype | None = None,
              protocol: str = "coco") -> dict[str, Any]:
     """Run ``model`` over ``dataset`` (in order, no augmentation expected) and score it.
 
@@ -81,7 +81,8 @@ def evaluate(model: nn.Module, dataset: Any, coco_gt: dict | str | Path, device:
         crop_border: SR border crop in pixels (default: ``dataset.scale``, BasicSR convention).
         test_y_channel: score the Y channel (BasicSR convention) instead of RGB.
         workers: DataLoader workers.
-        amp: float16 autocast (CUDA only).
+        amp_dtype: autocast dtype (float16 / bfloat16; CUDA only), None for float32 (the engine passes its
+            training one, :func:`sdconet.engine.autocast_dtype`).
         protocol: the AP protocol, ``"coco"`` or ``"mmdet"`` (:func:`benchcore.metrics.detection.coco_evaluate`).
 
     Returns:
@@ -99,7 +100,7 @@ def evaluate(model: nn.Module, dataset: Any, coco_gt: dict | str | Path, device:
     dets: list[dict[str, Any]] = []
     rows: list[tuple[float, float]] = []
     sr_sizes: set[tuple[int, int]] = set()
-    autocast = (torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda"
+    autocast = (torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None and device.type == "cuda"
                 else contextlib.nullcontext())
     try:
         with torch.inference_mode(), autocast:

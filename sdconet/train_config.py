@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import torch
 
 ROUTING_MODES = ("schedule", "none", "projection")
+#: Autocast dtypes of ``amp`` (``TrainConfig.amp_dtype``).
+AMP_DTYPES = ("float16", "bfloat16")
 GROUP_NAMES = ("backbone", "sr", "other")
 
 
@@ -43,7 +45,9 @@ class TrainConfig:
         gamma: MultiStep decay factor.
         warmup_iters: optimiser steps of linear warm-up (factor 0.001 -> 1, mmengine ``LinearLR`` style).
         accumulate: micro-batches per optimiser step (gradient accumulation).
-        amp: float16 autocast + GradScaler; only takes effect on CUDA (ignored on CPU).
+        amp: mixed precision (autocast to ``amp_dtype``); only takes effect on CUDA (ignored on CPU).
+        amp_dtype: "float16" (autocast + GradScaler loss scaling) or "bfloat16" (autocast alone: bfloat16 has
+            float32's exponent range, so no loss scaling, and no GradScaler reading its inf flag back each step).
         routing: "schedule" (SR frozen and L_SR off before ``unfreeze_epoch``, then joint; the official code),
             "none" (joint from epoch 0), "projection" (schedule + PCGrad-style projection in phase 2).
         unfreeze_epoch: first 0-based epoch of phase 2 (SR on).
@@ -69,6 +73,7 @@ class TrainConfig:
     warmup_iters: int = 0
     accumulate: int = 1
     amp: bool = True
+    amp_dtype: str = "float16"
     fused_adamw: bool = True
     routing: str = "schedule"
     unfreeze_epoch: int = 16
@@ -89,7 +94,7 @@ class TrainConfig:
             "clip_grad": self.clip_grad is None or self.clip_grad >= 0,
             "milestones": list(self.milestones) == sorted(self.milestones) and all(m >= 0 for m in self.milestones),
             "gamma": self.gamma > 0, "warmup_iters": self.warmup_iters >= 0, "accumulate": self.accumulate >= 1,
-            "routing": self.routing in ROUTING_MODES, "unfreeze_epoch": self.unfreeze_epoch >= 0,
+            "routing": self.routing in ROUTING_MODES, "amp_dtype": self.amp_dtype in AMP_DTYPES, "unfreeze_epoch": self.unfreeze_epoch >= 0,
             "seed": self.seed >= 0, "workers": self.workers >= 0, "log_every": self.log_every >= 1,
             "eval_every": self.eval_every >= 0, "keep_last": self.keep_last >= 0,
             "device": self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
@@ -98,6 +103,7 @@ class TrainConfig:
         if bad:
             shown = ", ".join(f"{k}={getattr(self, k)!r}" for k in bad)
             hint = f" (routing must be one of {ROUTING_MODES})" if "routing" in bad else ""
+            hint += f" (amp_dtype must be one of {AMP_DTYPES})" if "amp_dtype" in bad else ""
             raise TrainConfigError(f"invalid training config value(s): {shown}{hint}")
 
     @classmethod

@@ -304,3 +304,19 @@ def test_adamw_is_fused_by_default_and_can_be_turned_off():
     model = ToyModel()
     assert build_optimizer(model, TrainConfig(epochs=1, batch_size=1)).defaults["fused"] is True
     assert not build_optimizer(model, TrainConfig(epochs=1, batch_size=1, fused_adamw=False)).defaults["fused"]
+
+
+def test_amp_dtype_selects_autocast_and_loss_scaling() -> None:
+    """train.amp_dtype: float16 (default, with GradScaler) or bfloat16 (no loss scaling); AMP stays CUDA-only."""
+    from sdconet.engine import autocast_dtype
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert TrainConfig(epochs=1, batch_size=1).amp_dtype == "float16"
+    assert autocast_dtype(TrainConfig(epochs=1, batch_size=1), cuda) is torch.float16
+    assert autocast_dtype(TrainConfig(epochs=1, batch_size=1, amp_dtype="bfloat16"), cuda) is torch.bfloat16
+    assert autocast_dtype(TrainConfig(epochs=1, batch_size=1, amp_dtype="bfloat16"), cpu) is None
+    assert autocast_dtype(TrainConfig(epochs=1, batch_size=1, amp=False, amp_dtype="bfloat16"), cuda) is None
+    with pytest.raises(TrainConfigError, match="amp_dtype must be one of"):
+        TrainConfig(epochs=1, batch_size=1, amp_dtype="fp8")
+    with pytest.raises(TrainConfigError, match="amp_dtype"):
+        TrainConfig.from_dict({"epochs": 1, "batch_size": 1, "amp_dtype": "half"})

@@ -68,8 +68,9 @@ def _is_cuda(device: Any) -> bool:
 def run_precision(config: Mapping[str, Any] | None, device: str | None = None) -> str:
     """The training precision of a run, from the run spec its ``metrics.json`` records (``provenance.config.spec``).
 
-    ``"fp16 autocast"`` when AMP was on and training ran on CUDA (the engines' rule: AMP is ignored on the CPU),
-    ``"fp32"`` otherwise, ``"unknown"`` without a spec. SDCoNet rows read ``settings.train.amp`` / ``.device``;
+    ``"fp16 autocast"`` (``"bf16 autocast"`` for an SDCoNet run with ``train.amp_dtype: bfloat16``) when AMP was on
+    and training ran on CUDA (the engines' rule: AMP is ignored on the CPU), ``"fp32"`` otherwise, ``"unknown"``
+    without a spec. SDCoNet rows read ``settings.train.amp`` / ``.amp_dtype`` / ``.device``;
     serial rows the detector's: Faster R-CNN's ``amp``, YOLO's ``overrides.amp`` (ultralytics' default: on) and
     ``device``. A device ``auto`` (or none) is taken as ``device``, the one the run was scored on
     (``provenance.device``; the workflow gives a run's training and evaluation jobs the same resources).
@@ -81,16 +82,18 @@ def run_precision(config: Mapping[str, Any] | None, device: str | None = None) -
     if spec.get("kind") == "sdconet":
         section = settings.get("train") or {}
         amp = section.get("amp")
+        half = "bf16" if section.get("amp_dtype") == "bfloat16" else "fp16"  # specs before amp_dtype: float16
     elif spec.get("kind") == "serial":
         section = settings.get("detector") or {}
         amp = section["amp"] if "amp" in section else (section.get("overrides") or {}).get("amp", True)
+        half = "fp16"
     else:
         return "unknown"
     if amp is None:
         return "unknown"
     dev = section.get("device")
     dev = device if dev in (None, "", "auto") else dev
-    return "fp16 autocast" if amp and _is_cuda(dev) else "fp32"
+    return f"{half} autocast" if amp and _is_cuda(dev) else "fp32"
 
 
 def run_init(config: Mapping[str, Any] | None) -> str:
