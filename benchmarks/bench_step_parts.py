@@ -1,8 +1,8 @@
 """Where SDCoNet's SR-on training step spends its time: forward + backward of each stage on its own, CPU.
 
-Runs the paper preset (``--preset``; random weights, ``--hr-size`` HR tiles, batch ``--batch``, 2 random boxes per image) once to
-get each stage's real inputs, then times, each as forward + backward of that stage alone (its inputs detached,
-median of ``--runs`` after one warm-up): the Swin encoder, the neck, the SR decoder, the detection branch
+Runs the paper preset (``--preset``; random weights, ``--hr-size`` HR tiles, batch ``--batch``, 2 random boxes
+per image) once to get each stage's real inputs, then times, each as forward + backward of that stage alone (its
+inputs detached, median of ``--runs`` after one warm-up): the Swin encoder, the neck, the SR decoder, the detection branch
 (saliency, encoder, DINO head, losses), and the whole model for comparison. ``--head-layouts`` adds the SR decoder's
 pixel-shuffle head (PatchUnEmbed -> 3x3 convs -> pixel shuffle -> conv_last, L1 loss) fed channels-last, as the
 model runs it, against the same head fed an NCHW copy (what it ran before). ``--saved-memory`` adds the memory a

@@ -260,7 +260,8 @@ def test_run_precision_rule() -> None:
     assert run_precision(sd(True), "cpu (x86, 2 threads)") == "fp32"  # AMP is ignored on the CPU
     assert run_precision(sd(False), "cuda:0") == "fp32"
     assert run_precision(sd(True, "cpu"), "cuda:0") == "fp32"  # an explicit training device wins
-    bf16 = {"spec": {"kind": "sdconet", "settings": {"train": {"amp": True, "amp_dtype": "bfloat16", "device": "auto"}}}}
+    bf16 = {"spec": {"kind": "sdconet",
+                     "settings": {"train": {"amp": True, "amp_dtype": "bfloat16", "device": "auto"}}}}
     assert run_precision(bf16, "cuda:0") == "bf16 autocast"
     yolo = {"spec": {"kind": "serial", "settings": {"detector": {"device": "0", "overrides": {}}}}}
     assert run_precision(yolo, "cpu") == "fp16 autocast"  # ultralytics: AMP on by default, GPU "0"
