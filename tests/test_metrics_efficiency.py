@@ -127,7 +127,11 @@ def test_peak_memory_covers_only_the_calls_of_one_measurement() -> None:
     def hungry(x: torch.Tensor) -> torch.Tensor:  # 192 MiB, freed at return
         return torch.ones(48 * MIB).sum() + x  # 48 Mi float32
 
-    big = measure_latency(hungry, (torch.zeros(1),), warmup=0, runs=1)
+    # This machine kind runs DAMON (kdamond), which can page out cold file-backed pages (the process's mapped
+    # libraries) during a measurement: the RSS then drops under the reset high-water mark and can hide the 192 MiB
+    # (CI once measured a delta of 0). A broken reset fails every attempt; a reclaim during one does not repeat.
+    big = max((measure_latency(hungry, (torch.zeros(1),), warmup=0, runs=1) for _ in range(3)),
+              key=lambda r: r["peak_mem_delta_mb"])
     small = measure_latency(lambda x: x + 1, (torch.zeros(1),), warmup=0, runs=1)
     assert big["peak_mem_delta_mb"] > 180  # the 192 MiB tensor was resident during the call
     assert small["peak_mem_delta_mb"] < 5 and small["peak_mem_mb"] < big["peak_mem_mb"] - 150
