@@ -18,7 +18,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -28,18 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench_sdconet import batch, build  # noqa: E402
+from bench_sdconet import _timed, batch, build  # noqa: E402
 
 
 def median_s(fn: Callable[[], object], runs: int) -> float:
-    """Median wall seconds of ``fn`` over ``runs`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    """Median wall seconds of ``fn`` over ``runs`` calls after one warm-up call (``bench_sdconet``'s loop)."""
+    return statistics.median(_timed(fn, "cpu", 1, runs))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,6 +99,13 @@ def inverse_sigmoid(x: Tensor, eps: float = 1e-5) -> Tensor:
     return torch.log(x.clamp(min=eps) / (1.0 - x).clamp(min=eps))
 
 
+def _image_hw(image_hw: tuple[float, float] | Tensor, boxes: Tensor) -> Tensor:
+    """``image_hw`` as a tensor on ``boxes``' device and dtype (host values copied without a sync: ``host``)."""
+    if isinstance(image_hw, Tensor):
+        return image_hw.to(boxes.device, boxes.dtype)
+    return device_tensor(image_hw, boxes.dtype, boxes.device)
+
+
 def normalize_xyxy_to_cxcywh(boxes: Tensor, image_hw: tuple[float, float] | Tensor) -> Tensor:
     """Pixel xyxy boxes -> cxcywh normalised by the image size (the DETR target format).
 
@@ -110,8 +117,7 @@ def normalize_xyxy_to_cxcywh(boxes: Tensor, image_hw: tuple[float, float] | Tens
     Returns:
         (..., 4) normalised cxcywh.
     """
-    hw = (image_hw.to(boxes.device, boxes.dtype) if isinstance(image_hw, Tensor)
-          else device_tensor(image_hw, boxes.dtype, boxes.device))
+    hw = _image_hw(image_hw, boxes)
     whwh = torch.stack([hw[..., 1], hw[..., 0], hw[..., 1], hw[..., 0]], dim=-1)
     return box_xyxy_to_cxcywh(boxes / whwh)
 
@@ -128,8 +134,7 @@ def denormalize_cxcywh_to_xyxy(boxes: Tensor, image_hw: tuple[float, float] | Te
     Returns:
         (..., 4) xyxy in pixels.
     """
-    hw = (image_hw.to(boxes.device, boxes.dtype) if isinstance(image_hw, Tensor)
-          else device_tensor(image_hw, boxes.dtype, boxes.device))
+    hw = _image_hw(image_hw, boxes)
     whwh = torch.stack([hw[..., 1], hw[..., 0], hw[..., 1], hw[..., 0]], dim=-1)
     out = box_cxcywh_to_xyxy(boxes) * whwh
     if clamp:
