@@ -1,5 +1,5 @@
 """Training-loop plumbing shared by the SR and Faster R-CNN loops: seeding, RNG capture/restore,
-atomic checkpoints, the ``log.jsonl`` writer and device resolution.
+atomic checkpoints, the ``log.jsonl`` writer, the deferred loss read and device resolution.
 
 Exact resume rests on two rules: (1) every random draw of the data pipeline is a pure function of
 ``(seed, step or epoch, sample index)`` (see :func:`sample_rng`), so a resumed run sees the same
@@ -116,11 +116,52 @@ class JsonlLog:
             os.fsync(fh.fileno())
 
 
-def check_finite(loss: torch.Tensor, step: int, where: str | os.PathLike) -> float:
-    """Return ``loss`` as a float, or raise :class:`NonFiniteLossError` naming the step and run."""
-    value = float(loss.detach())
-    if not np.isfinite(value):
-        raise NonFiniteLossError(
-            f"non-finite training loss ({value}) at step {step} in {where}; lower the learning rate or "
-            f"check the inputs; the last good checkpoint is left untouched")
-    return value
+class PendingLosses:
+    """Loss terms of the steps since the last read, kept on the device and read in one host copy.
+
+    Converting a CUDA loss to a float is a host synchronisation: read every step, the host waits for each
+    forward pass and cannot queue the next step's work, so the GPU idles between steps. The loops
+    :meth:`add` each step's detached terms and :meth:`flush` them when they need the numbers (a log line, a
+    checkpoint, the end of the run), which checks them for NaN/inf in step order. A non-finite loss is thus
+    reported at the next flush (at most ``log_every`` steps late, always before the next checkpoint is
+    written) with the step it occurred at; the last good checkpoint on disk is never overwritten by it.
+    """
+
+    def __init__(self, where: str | os.PathLike) -> None:
+        self.where = where
+        self._steps: list[int] = []
+        self._terms: list[dict[str, torch.Tensor]] = []
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def add(self, step: int, terms: Mapping[str, torch.Tensor]) -> None:
+        """Keep step ``step``'s scalar loss terms (detached; nothing is read)."""
+        self._steps.append(int(step))
+        self._terms.append({k: v.detach().reshape(()) for k, v in terms.items()})
+
+    def flush(self) -> list[tuple[int, dict[str, float]]]:
+        """``(step, {term: value})`` of every pending step, in order, after one host copy; then empty.
+
+        Raises:
+            NonFiniteLossError: naming the first step with a NaN/inf term, the term and the run.
+        """
+        if not self._steps:
+            return []
+        keys = [list(t) for t in self._terms]
+        flat = torch.stack([v for t in self._terms for v in t.values()]).float().tolist()
+        rows, i = [], 0
+        for step, names in zip(self._steps, keys):
+            vals = dict(zip(names, flat[i:i + len(names)]))
+            i += len(names)
+            bad = {k: v for k, v in vals.items() if not np.isfinite(v)}
+            if bad:
+                self._steps, self._terms = [], []
+                name, value = next(iter(bad.items()))
+                raise NonFiniteLossError(
+                    f"non-finite training loss ({name}={value}) at step {step} in {self.where}; lower the learning "
+                    f"rate or check the inputs; the last good checkpoint is left untouched")
+            rows.append((step, vals))
+        self._steps, self._terms = [], []
+        return rows
+

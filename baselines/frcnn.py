@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from baselines._runtime import (JsonlLog, check_finite, load_checkpoint, load_resume_checkpoint, resolve_device,
+from baselines._runtime import (JsonlLog, PendingLosses, load_checkpoint, load_resume_checkpoint, resolve_device,
                                 rng_state, sample_rng, save_checkpoint, seed_everything, set_rng_state)
 from baselines.mapping import TileIndex, boxes_to_coco, label_maps, scale_factors
 from baselines.sr_train import read_rgb, to_tensor
@@ -260,6 +260,7 @@ def train_frcnn(coco_json: str | os.PathLike, image_dir: str | os.PathLike, out_
     log = JsonlLog(out / "log.jsonl", resume_step=step if resume else None, key="step")
     t0 = time.time()
     last: dict[str, float] = {}
+    pending = PendingLosses(out)
     for epoch in range(start_epoch, epochs):
         data.set_epoch(epoch)
         order = sample_rng(seed, epoch).permutation(len(data)).tolist()
@@ -279,15 +280,17 @@ def train_frcnn(coco_json: str | os.PathLike, image_dir: str | os.PathLike, out_
                 losses = model(images, targets)
             loss = sum(losses.values())
             step += 1
-            check_finite(loss, step, out)
             optim.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optim)
             scaler.update()
-            last = {k: float(v.detach()) for k, v in losses.items()} | {"loss": float(loss.detach())}
+            pending.add(step, {**losses, "loss": loss})  # read at the log line: no per-step sync on CUDA
             if step % log_every == 0:
+                last = pending.flush()[-1][1]
                 log.write({"step": step, "epoch": epoch + 1, "lr": optim.param_groups[0]["lr"], **last,
                            "elapsed_s": round(time.time() - t0, 3)})
+        if len(pending):
+            last = pending.flush()[-1][1]
         log.write({"step": step, "epoch": epoch + 1, "end_of_epoch": True, **last})
         save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": optim.state_dict(),
                                     "scaler": scaler.state_dict(), "epoch": epoch + 1, "step": step,

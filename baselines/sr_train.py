@@ -37,7 +37,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from baselines._runtime import (JsonlLog, NonFiniteLossError, check_finite, load_resume_checkpoint, resolve_device,
+from baselines._runtime import (JsonlLog, NonFiniteLossError, PendingLosses, load_resume_checkpoint, resolve_device,
                                 rng_state, sample_rng, save_checkpoint, seed_everything, set_rng_state)
 from baselines.sr_models import build_sr_model, sr_model_spec
 from data_prep.errors import DataError
@@ -266,19 +266,22 @@ def train_sr(model_name: str, scale: int, pairs_dir: str | os.PathLike, out_dir:
                         generator=torch.Generator().manual_seed(int(seed)))
     model.train()
     t0, loss_value, window = time.time(), float("nan"), []
+    pending = PendingLosses(out)  # read once per log line / checkpoint, not per step (a sync on CUDA)
     bar = tqdm(total=iters, initial=start, desc=f"{model_name} x{scale}", unit="it", disable=None)
     for it, (lr_t, hr_t) in enumerate(loader, start=start):
         for group in optim.param_groups:
             group["lr"] = lr_at(lr, it, iters)
         lr_t, hr_t = lr_t.to(dev, non_blocking=True), hr_t.to(dev, non_blocking=True)
         loss = criterion(model(lr_t), hr_t)
-        loss_value = check_finite(loss, it + 1, out)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
-        window.append(loss_value)
-        bar.update(1)
         done = it + 1
+        pending.add(done, {"l1": loss})
+        bar.update(1)
+        if done % log_every == 0 or done == iters or done % checkpoint_every == 0:
+            window += [terms["l1"] for _, terms in pending.flush()]
+            loss_value = window[-1]
         if done % log_every == 0 or done == iters:
             log.write({"iter": done, "l1": float(np.mean(window)), "lr": optim.param_groups[0]["lr"],
                        "elapsed_s": round(time.time() - t0, 3)})

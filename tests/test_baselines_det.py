@@ -165,3 +165,17 @@ def test_yolo_trains_offline_and_writes_only_under_out_dir(tiles: Path, tmp_path
     assert all(d["bbox"][0] + d["bbox"][2] <= TILE + 1e-6 and d["bbox"][1] + d["bbox"][3] <= TILE + 1e-6 for d in dets)
     res = coco_evaluate(tiles / "tiles/annotations.json", dets)
     assert 0.0 <= res["AP50"] <= 1.0 and res["num_detections"] == len(dets)
+
+
+def test_frcnn_loop_reads_the_losses_only_at_log_lines(tiles: Path, tmp_path: Path) -> None:
+    from tests.test_baselines_loss_reads import HostReads  # noqa: PLC0415
+
+    ann = tiles / "tiles/annotations.json"
+    with HostReads() as mode:
+        res = train_frcnn(ann, tiles / "tiles", tmp_path / "run", epochs=1, batch_size=1, lr=0.005, seed=1,
+                          preset="tiny", warmup_iters=2, log_every=3)
+    assert res["steps"] == 4
+    # One read at the step-3 log line, one for step 4 at the end of the epoch; none in the loop itself.
+    assert [r for r in mode.reads if r[1] in ("frcnn.py", "_runtime.py")] == [("tolist", "_runtime.py")] * 2
+    log = [json.loads(x) for x in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [3, 4] and log[1]["end_of_epoch"] and np.isfinite(log[1]["loss"])

@@ -81,17 +81,17 @@ def test_resume_after_a_kill_gives_identical_weights(tmp_path: Path, monkeypatch
     # SwinIR: drop-path draws from the global torch RNG, so this also checks that RNG states are restored.
     full = train_sr("swinir", 2, pairs, tmp_path / "full", **kw)
 
-    real = sr_train.check_finite
+    real = sr_train.lr_at
 
-    def killed_at_5(loss: torch.Tensor, step: int, where: object) -> float:
-        if step == 5:
+    def killed_at_5(base_lr: float, it: int, iters: int) -> float:
+        if it == 4:  # the start of step 5: steps 1-4 are logged, step 3 is the last checkpoint
             raise KeyboardInterrupt("simulated kill")
-        return real(loss, step, where)
+        return real(base_lr, it, iters)
 
-    monkeypatch.setattr(sr_train, "check_finite", killed_at_5)
+    monkeypatch.setattr(sr_train, "lr_at", killed_at_5)
     with pytest.raises(KeyboardInterrupt):
         train_sr("swinir", 2, pairs, tmp_path / "part", **kw)
-    monkeypatch.setattr(sr_train, "check_finite", real)
+    monkeypatch.setattr(sr_train, "lr_at", real)
     assert torch.load(tmp_path / "part" / "checkpoints" / "last.pt", weights_only=False)["iteration"] == 3
     res = train_sr("swinir", 2, pairs, tmp_path / "part", resume=True, **kw)
     assert res["resumed_from"] == 3
