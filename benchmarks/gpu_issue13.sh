@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 13's GPU figures in one run (about 8 min on an H100/H200, 10 with a baseline tree; run from the repo root
+# Issue 13's GPU figures in one run (about 9 min on an H100/H200, 11 with a baseline tree; run from the repo root
 # on a lent CUDA machine, $OUT collects the files). Each step is isolated (a failure is printed and the next step runs) and time-boxed.
 #   1. benchmarks/gpu_checks.py on SDCoNet (paper preset, 512 HR): training images/s at batch 2 and 16 (the released
 #      total batch) with the SR branch frozen / on, fp32 vs bf16 vs fp16, peak memory per batch size (whole step
@@ -7,7 +7,9 @@
 #      cuDNN autotuning off (the fp32 SR-on peak: 20.1 GiB against 2.3 GiB under AMP, is it autotuning
 #      workspace?) and torch.compile (inference); the host syncs of one training step by source line.
 #   2. the plan's images/s calibration of config/paper.yaml's models on this GPU (docs/plan.md), at the paper's sides.
-#   3. when a baseline tree is carried in .baseline/ (see below), its bf16 training rows at batch 2 and 16 and the
+#   3. the serial baselines' training loops (EDSR SR, Faster R-CNN) with the losses read every step vs once per log
+#      line (benchmarks/bench_baseline_loops.py).
+#   4. when a baseline tree is carried in .baseline/ (see below), its bf16 training rows at batch 2 and 16 and the
 #      host-sync census on it, so that what the host-sync removal bought is measured on the same card in the same
 #      run. Prepare it (and carry .baseline):
 #        rm -rf .baseline && mkdir .baseline && git archive 49484e6 | tar -x -C .baseline && echo 49484e6 > .baseline/.git_ref
@@ -24,6 +26,9 @@ step "SDCoNet throughput, memory, variants, host syncs" timeout 330 $PY benchmar
   --warmup 2 --variants channels_last no_cudnn_benchmark compile --sync-census --json "$OUT/gpu_checks13.json"
 step "plan calibration, config/paper.yaml, cuda" timeout 150 $PY -m compare.calibrate --configfile config/paper.yaml \
   --device cuda --out "$OUT/calibration-gpu.json"
+step "baseline loops: loss read every step vs per log line" timeout 120 $PY benchmarks/bench_baseline_loops.py \
+  --device cuda --sr edsr --sr-iters 60 --sr-batch 16 --frcnn-steps 40 --frcnn-batch 4 --log-every 1 10 \
+  --json "$OUT/baseline_loops.json"
 if [ -d .baseline/benchmarks ]; then
   step "baseline tree ($(cat .baseline/.git_ref 2>/dev/null || echo .baseline)): bf16 training, host syncs" timeout 120 \
     $PY .baseline/benchmarks/gpu_checks.py --device cuda --models sdconet --train-batches 2 16 --infer-batches 1 \
