@@ -9,7 +9,8 @@ Random weights, random boxes (8 per image, so the denoising groups are realistic
 ``--variants`` adds rows of the same measurements under a change, so that what each change buys is measured on the
 same card in the same run: ``channels_last`` (model and input in channels-last memory format), ``no_cudnn_benchmark``
 (cuDNN autotuning off: does the fp32 SR-on peak come from autotuning workspaces?), ``compile`` (``torch.compile`` of
-the inference forward; bf16 only, or the first ``--dtypes``). ``--sync-census`` counts the host synchronisations of one fp32 training step by source line
+the inference forward; bf16 only, or the first ``--dtypes``), ``compile_train`` (training rows, SR on, with the
+Swin encoder, neck and SR decoder compiled in place, :func:`compiled_static_parts`; bf16 only, or the first dtype). ``--sync-census`` counts the host synchronisations of one fp32 training step by source line
 (``torch.cuda.set_sync_debug_mode``), the list to work down for "no host sync in the loss / matcher / denoising".
 
 Prints one JSON line per measurement and writes them all with ``--json``. Runs on CPU too (``--device cpu --preset
@@ -162,6 +163,24 @@ def sync_census(model: torch.nn.Module, device: torch.device, batch: int, hr: in
     return {"kind": "sync_census", "batch": batch, "total": sum(where.values()), "by_site": dict(where.most_common())}
 
 
+STATIC_PARTS = ("backbone", "neck", "sr_decoder")
+
+
+@contextlib.contextmanager
+def compiled_static_parts(model: torch.nn.Module, backend: str):
+    """The Swin encoder, the neck and the SR decoder compiled in place (``nn.Module.compile``: parameter names and
+    checkpoints unchanged) for training rows; their shapes are fixed by the tile size, while the detection branch's
+    follow the boxes (denoising groups, matching). Undone on exit."""
+    for name in STATIC_PARTS:
+        getattr(model, name).compile(backend=backend, dynamic=False)
+    try:
+        yield
+    finally:
+        for name in STATIC_PARTS:
+            getattr(model, name)._compiled_call_impl = None
+        torch._dynamo.reset()
+
+
 @contextlib.contextmanager
 def _variant(name: str):
     """Settings a variant changes for its rows (restored after)."""
@@ -195,8 +214,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--dtypes", nargs="+", default=["fp32", "fp16", "bf16"])
     ap.add_argument("--variants", nargs="*", default=[],
-                    choices=["channels_last", "no_cudnn_benchmark", "compile"],
+                    choices=["channels_last", "no_cudnn_benchmark", "compile", "compile_train"],
                     help="extra rows (SDCoNet, SR on / inference) under each change; see the module docstring")
+    ap.add_argument("--compile-backend", default="inductor",
+                    help="torch.compile backend of the compile variants (aot_eager: a quick CPU check of the wiring)")
     ap.add_argument("--sync-census", action="store_true", help="count host syncs of one training step (CUDA)")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args(argv)
@@ -225,8 +246,15 @@ def main(argv: list[str] | None = None) -> int:
                 cl = variant == "channels_last"
                 if cl:
                     model = model.to(memory_format=torch.channels_last)
+                if variant == "compile_train":
+                    with compiled_static_parts(model, a.compile_backend):
+                        for dtype in [d for d in a.dtypes if d == "bf16"] or a.dtypes[:1]:
+                            for batch in a.train_batches:
+                                _guarded(rows, vbase, lambda: train_speed(model, device, batch, a.hr_size, dtype, True,
+                                                                          a.steps, a.warmup))
+                    continue
                 with _variant(variant):
-                    fwd = torch.compile(model) if variant == "compile" else None
+                    fwd = torch.compile(model, backend=a.compile_backend) if variant == "compile" else None
                     # compile: one dtype (bf16 when asked), each batch size is a compilation of its own
                     dtypes = ([d for d in a.dtypes if d == "bf16"] or a.dtypes[:1]) if fwd else a.dtypes
                     for dtype in dtypes:
