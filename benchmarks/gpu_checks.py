@@ -10,7 +10,9 @@ Random weights, random boxes (8 per image, so the denoising groups are realistic
 same card in the same run: ``channels_last`` (model and input in channels-last memory format), ``no_cudnn_benchmark``
 (cuDNN autotuning off: does the fp32 SR-on peak come from autotuning workspaces?), ``compile`` (``torch.compile`` of
 the inference forward; bf16 only, or the first ``--dtypes``), ``compile_train`` (training rows, SR on, with the
-Swin encoder, neck and SR decoder compiled in place, :func:`compiled_static_parts`; bf16 only, or the first dtype). ``--sync-census`` counts the host synchronisations of one fp32 training step by source line
+Swin encoder, neck and SR decoder compiled in place, :func:`compiled_static_parts`; bf16 only, or the first dtype).
+``cuda_graph`` (inference replayed from a CUDA graph per batch size and dtype, with its largest difference from the
+eager detections; CUDA only, skipped elsewhere). ``--sync-census`` counts the host synchronisations of one fp32 training step by source line
 (``torch.cuda.set_sync_debug_mode``), the list to work down for "no host sync in the loss / matcher / denoising".
 
 Prints one JSON line per measurement and writes them all with ``--json``. Runs on CPU too (``--device cpu --preset
@@ -129,6 +131,53 @@ def infer_latency(model: torch.nn.Module, device: torch.device, batch: int, hr: 
             "peak_mem_mb": _peak_mb(device)}
 
 
+@torch.no_grad()
+def graphed_infer_latency(model: torch.nn.Module, device: torch.device, batch: int, hr: int, dtype: str, runs: int,
+                          warmup: int) -> dict[str, Any]:
+    """Inference replayed from a CUDA graph captured at this batch size and dtype (CUDA only; the evaluation forward
+    makes no host read and, after its first call, no host copy: ``tests/test_model_host_sync.py``). Times the input
+    copy into the captured buffer plus the replay, and reports how far its detections are from the eager forward's
+    on the same input."""
+    model.eval()
+    x = torch.randn(batch, 3, hr, hr, generator=torch.Generator().manual_seed(1)).to(device)
+    static_x = x.clone()
+
+    def autocast() -> Any:  # no autocast weight cache inside a capture (PyTorch's CUDA-graph notes)
+        return torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "fp32", cache_enabled=False)
+
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side), autocast():
+        for _ in range(3):  # lazy initialisation, cuDNN autotuning and the kept constants happen here
+            model(static_x)
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph), autocast():
+        static_out = model(static_x)
+    with autocast():
+        eager = model(x)
+    graph.replay()
+    _sync(device)
+    diff = max(float((a[k].float() - b[k].float()).abs().max()) for a, b in zip(static_out, eager)
+               for k in ("boxes", "scores"))
+    labels_equal = all(torch.equal(a["labels"], b["labels"]) for a, b in zip(static_out, eager))
+    times = []
+    for i in range(warmup + runs):
+        _sync(device)
+        t0 = time.perf_counter()
+        static_x.copy_(x)
+        graph.replay()
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    med = statistics.median(times)
+    return {"kind": "infer", "batch": batch, "dtype": dtype, "median_ms": 1e3 * med,
+            "p90_ms": 1e3 * times[min(len(times) - 1, int(0.9 * len(times)))], "ms_per_image": 1e3 * med / batch,
+            "images_per_s": batch / med, "max_abs_diff_vs_eager": diff, "labels_equal_eager": labels_equal,
+            "peak_mem_mb": _peak_mb(device)}
+
+
 def sync_census(model: torch.nn.Module, device: torch.device, batch: int, hr: int) -> dict[str, Any]:
     """Host synchronisations of one fp32 training step (forward, backward), counted by the first ``sdconet/`` source
     line of each warning's stack (``torch.cuda.set_sync_debug_mode("warn")``); CUDA only."""
@@ -214,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--dtypes", nargs="+", default=["fp32", "fp16", "bf16"])
     ap.add_argument("--variants", nargs="*", default=[],
-                    choices=["channels_last", "no_cudnn_benchmark", "compile", "compile_train"],
+                    choices=["channels_last", "no_cudnn_benchmark", "compile", "compile_train", "cuda_graph"],
                     help="extra rows (SDCoNet, SR on / inference) under each change; see the module docstring")
     ap.add_argument("--compile-backend", default="inductor",
                     help="torch.compile backend of the compile variants (aot_eager: a quick CPU check of the wiring)")
@@ -246,6 +295,15 @@ def main(argv: list[str] | None = None) -> int:
                 cl = variant == "channels_last"
                 if cl:
                     model = model.to(memory_format=torch.channels_last)
+                if variant == "cuda_graph":
+                    if device.type != "cuda":
+                        print(json.dumps({"variant": variant, "skipped": "CUDA graphs need a CUDA device"}), flush=True)
+                        continue
+                    for dtype in a.dtypes:
+                        for batch in a.infer_batches:
+                            _guarded(rows, vbase, lambda: graphed_infer_latency(model, device, batch, a.hr_size, dtype,
+                                                                                a.runs, a.warmup))
+                    continue
                 if variant == "compile_train":
                     with compiled_static_parts(model, a.compile_backend):
                         for dtype in [d for d in a.dtypes if d == "bf16"] or a.dtypes[:1]:

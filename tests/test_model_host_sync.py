@@ -15,15 +15,17 @@ from torch.overrides import TorchFunctionMode
 
 from sdconet.models.build import build_model
 from sdconet.models.config import preset
+from sdconet.models import host
 from sdconet.models.host import device_tensor, to_device
 
 
 class BlockingCopies(TorchFunctionMode):
     """Records where a host tensor or host values are copied to the meta device with a blocking copy."""
 
-    def __init__(self) -> None:
+    def __init__(self, non_blocking_too: bool = False) -> None:
         super().__init__()
         self.sites: list[str] = []
+        self.non_blocking_too = non_blocking_too  # record every host-to-device copy (CUDA-graph capture: none at all)
 
     def _record(self) -> None:
         """The innermost caller in the model package (or the test itself)."""
@@ -35,7 +37,8 @@ class BlockingCopies(TorchFunctionMode):
         if func in (torch.tensor, torch.as_tensor, torch.Tensor.new_tensor):
             if kwargs.get("device") is not None and torch.device(kwargs["device"]).type == "meta":
                 self._record()
-        elif func is torch.Tensor.to and args[0].device.type == "cpu" and not kwargs.get("non_blocking", False):
+        elif func is torch.Tensor.to and args[0].device.type == "cpu" and (
+                self.non_blocking_too or not kwargs.get("non_blocking", False)):
             dev = next((a for a in (*args[1:], kwargs.get("device")) if isinstance(a, (str, torch.device))), None)
             if dev is not None and torch.device(dev).type == "meta":
                 self._record()
@@ -64,6 +67,20 @@ def test_eval_forward_never_reads_the_device(meta_model: torch.nn.Module) -> Non
         dets, sr = meta_model(x, return_sr=True)
     assert census.sites == []
     assert len(dets) == 2 and dets[0]["boxes"].shape[-1] == 4 and sr.shape == (2, 3, 128, 128)
+
+
+def test_eval_forward_after_the_first_copies_nothing_from_the_host(meta_model: torch.nn.Module,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The constants made from Python values are copied once and kept (``host.device_tensor``): a later evaluation
+    forward makes no host-to-device copy of any kind, as capturing it in a CUDA graph requires."""
+    monkeypatch.setattr(host, "_CONSTANTS", {})  # as in a fresh process
+    x = torch.empty(1, 3, 128, 128, device="meta")
+    meta_model.eval()
+    with BlockingCopies(non_blocking_too=True) as first, torch.no_grad():
+        meta_model(x)
+    with BlockingCopies(non_blocking_too=True) as second, torch.no_grad():
+        meta_model(x)
+    assert first.sites and second.sites == []
 
 
 def test_training_forward_first_host_read_is_the_matcher(meta_model: torch.nn.Module) -> None:
@@ -100,3 +117,12 @@ def test_host_helpers_copy_values_unchanged() -> None:
         torch.tensor([1.0], device="meta")  # the blocking form, for contrast
         torch.arange(2).to("meta")
     assert len(census.sites) == 2
+
+
+def test_device_constants_are_copied_once_per_values_dtype_and_device() -> None:
+    a = device_tensor([[3, 4], [5, 6]], torch.float32, "meta")
+    assert device_tensor(((3, 4), (5, 6)), torch.float32, torch.device("meta")) is a
+    assert device_tensor([[3, 4], [5, 7]], torch.float32, "meta") is not a
+    assert device_tensor([[3, 4], [5, 6]], torch.float16, "meta").dtype == torch.float16
+    c1, c2 = device_tensor([1.0], torch.float32, "cpu"), device_tensor([1.0], torch.float32, "cpu")
+    assert c1 is not c2 and torch.equal(c1, c2)  # CPU: nothing to copy, a fresh tensor each call
