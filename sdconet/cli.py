@@ -148,8 +148,13 @@ def cmd_evaluate(a: argparse.Namespace) -> dict[str, Any]:
             raise ValueError("evaluate needs exactly one of --spec FILE or --run DIR")
         path = Path(a.spec) if a.spec else Path(a.run) / "train" / RUN_SPEC
         spec = load_spec(path)
+        from sdconet.evaluate import PRECISIONS  # noqa: PLC0415
+
+        if a.precision not in PRECISIONS:
+            raise ValueError(f"--precision {a.precision!r}: expected one of {', '.join(PRECISIONS)}")
     return evaluate_from_spec(spec, spec_path=path, split=a.split, n_boot=a.bootstrap, batch_size=a.batch_size,
-                              device=a.device, sr_rgb=a.sr_rgb, out=a.out, protocol=a.protocol)
+                              device=a.device, sr_rgb=a.sr_rgb, out=a.out, protocol=a.protocol,
+                              precision=a.precision)
 
 
 def cmd_summary(a: argparse.Namespace) -> dict[str, Any]:
@@ -215,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "100/300/1000)")
     e.add_argument("--batch-size", type=int, default=2)
     e.add_argument("--device", default="auto")
+    e.add_argument("--precision", default="fp32",
+                   help="inference precision: fp32 (the protocol's) | fp16 | bf16 (autocast), to check AP under mixed "
+                        "precision against fp32 (benchmarks/precision_ap.py); recorded in metrics.json")
     s = sub.add_parser("summary", help="per-component parameter counts as JSON")
     s.add_argument("--preset", default="paper", choices=["paper", "tiny"])
     s.add_argument("--config", default=None, help="run config YAML instead of a preset")

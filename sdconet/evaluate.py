@@ -63,6 +63,11 @@ def _sr_rows(sr: Tensor, ref: Tensor, crop_border: int, test_y_channel: bool) ->
             for x, y in zip(a, b)]
 
 
+PRECISIONS: dict[str, torch.dtype | None] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+"""Inference precisions of ``python -m sdconet evaluate --precision``: the autocast dtype, None for float32 (the
+evaluation protocol's; the others check AP under mixed precision against it)."""
+
+
 def evaluate(model: nn.Module, dataset: Any, coco_gt: dict | str | Path, device: torch.device | str,
              batch_size: int = 2, sr: bool = False, max_dets: int = 100, *, crop_border: int | None = None,
              test_y_channel: bool = True, workers: int = 0, amp_dtype: torch.dtype | None = None,
@@ -81,8 +86,9 @@ def evaluate(model: nn.Module, dataset: Any, coco_gt: dict | str | Path, device:
         crop_border: SR border crop in pixels (default: ``dataset.scale``, BasicSR convention).
         test_y_channel: score the Y channel (BasicSR convention) instead of RGB.
         workers: DataLoader workers.
-        amp_dtype: autocast dtype (float16 / bfloat16; CUDA only), None for float32 (the engine passes its
-            training one, :func:`sdconet.engine.autocast_dtype`).
+        amp_dtype: autocast dtype (float16 / bfloat16) on ``device``'s type, None for float32 (the engine passes
+            its training one, :func:`sdconet.engine.autocast_dtype`, None on the CPU; ``python -m sdconet evaluate
+            --precision`` passes :data:`PRECISIONS`' entry).
         protocol: the AP protocol, ``"coco"`` or ``"mmdet"`` (:func:`benchcore.metrics.detection.coco_evaluate`).
 
     Returns:
@@ -100,8 +106,7 @@ def evaluate(model: nn.Module, dataset: Any, coco_gt: dict | str | Path, device:
     dets: list[dict[str, Any]] = []
     rows: list[tuple[float, float]] = []
     sr_sizes: set[tuple[int, int]] = set()
-    autocast = (torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None and device.type == "cuda"
-                else contextlib.nullcontext())
+    autocast = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext()
     try:
         with torch.inference_mode(), autocast:
             for images, targets in loader:

@@ -217,20 +217,25 @@ def train_from_spec(spec: Mapping[str, Any], resume: bool = False, device: str |
 
 def evaluate_from_spec(spec: Mapping[str, Any], spec_path: str | Path | None = None, split: str = "test",
                        n_boot: int = 0, batch_size: int = 2, device: str = "auto",
-                       sr_rgb: bool = False, out: str | Path | None = None, protocol: str = "coco") -> dict[str, Any]:
+                       sr_rgb: bool = False, out: str | Path | None = None, protocol: str = "coco",
+                       precision: str = "fp32") -> dict[str, Any]:
     """Evaluate ``paths.out/train/last.pt`` on ``split`` and write ``out`` (default ``paths.out/metrics.json``)
     + ``detections.json`` beside it (+ bootstrap CIs when ``n_boot``). The SR output is scored when the model
     has an SR branch. ``protocol``: the AP protocol (the workflow's ``evaluation.protocol``: ``coco`` or
-    ``mmdet``, :func:`benchcore.metrics.detection.coco_evaluate`), recorded in the detection block."""
+    ``mmdet``, :func:`benchcore.metrics.detection.coco_evaluate`), recorded in the detection block. ``precision``:
+    a key of :data:`sdconet.evaluate.PRECISIONS` (``fp32``, the protocol's, or ``fp16`` / ``bf16`` autocast), recorded
+    in ``extra``."""
     from benchcore.runspec import provenance_block  # noqa: PLC0415
     from sdconet.checkpoint import load_checkpoint  # noqa: PLC0415
     from sdconet.data import TileDataset  # noqa: PLC0415
     from sdconet.engine import DistInfo, resolve_device  # noqa: PLC0415
-    from sdconet.evaluate import evaluate, write_run_metrics  # noqa: PLC0415
+    from sdconet.evaluate import PRECISIONS, evaluate, write_run_metrics  # noqa: PLC0415
     from sdconet.models.build import build_model  # noqa: PLC0415
     from sdconet.models.config import from_dict  # noqa: PLC0415
     from sdconet.summary import parameter_summary  # noqa: PLC0415
 
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(PRECISIONS)}")
     p = spec["paths"]
     cfg = from_dict(spec["settings"]["model"])
     ckpt = Path(p["out"]) / "train" / "last.pt"
@@ -243,7 +248,8 @@ def evaluate_from_spec(spec: Mapping[str, Any], spec_path: str | Path | None = N
     state = load_checkpoint(ckpt, model, restore_rng=False)
     model.to(dev)
     kw: dict[str, Any] = {"crop_border": 0, "test_y_channel": False} if sr_rgb else {}
-    res = evaluate(model, ds, ds.coco, dev, batch_size=batch_size, sr=cfg.use_sr, protocol=protocol, **kw)
+    res = evaluate(model, ds, ds.coco, dev, batch_size=batch_size, sr=cfg.use_sr, protocol=protocol,
+                   amp_dtype=PRECISIONS[precision], **kw)
     summ = parameter_summary(model)
     eff = {"params": summ["totals"]["total"], "params_inference": summ["totals"]["inference_path"],
            "params_millions": summ["millions"]}
@@ -252,7 +258,7 @@ def evaluate_from_spec(spec: Mapping[str, Any], spec_path: str | Path | None = N
                             degradation=spec["degradation"]["name"], seed=spec["seed"],
                             config=provenance_block(spec, spec_path), device=dev, efficiency=eff,
                             extra={"checkpoint": str(ckpt.resolve()), "epoch": int(state["epoch"]), "split": split,
-                                   "images": len(ds)})
+                                   "images": len(ds), "precision": precision})
     if n_boot:  # 95 % CIs of AP / AP_s over the test images
         from benchcore.metrics.results import add_bootstrap  # noqa: PLC0415
 

@@ -155,3 +155,47 @@ def test_usage_errors_name_the_problem(demo_data: Path, tmp_path: Path, capsys) 
     assert "model.lr.scale" in (err := capsys.readouterr().err) and "degradation" in err
     assert main(args + ["--set", "train.seed=3"]) == 2
     assert "train.seed" in capsys.readouterr().err
+
+
+def test_evaluate_under_mixed_precision_and_the_precision_ap_check(demo_data: Path, tmp_path: Path, capsys,
+                                                                    monkeypatch) -> None:
+    """``evaluate --precision bf16`` runs under CPU autocast and records it; benchmarks/precision_ap.py compares
+    precisions of one checkpoint against fp32 with fp32's bootstrap interval as the noise."""
+    run = tmp_path / "run"
+    _run(["train", "--config", TINY, "--data", str(demo_data), "--out", str(run), "--set", "train.epochs=1",
+          "--set", "train.unfreeze_epoch=0"], capsys)
+    res = _run(["evaluate", "--run", str(run), "--precision", "bf16", "--out", str(tmp_path / "bf16.json")], capsys)
+    doc = read_metrics(tmp_path / "bf16.json")
+    assert doc["extra"]["precision"] == "bf16" and res["detection"]["AP"] == doc["detection"]["AP"]
+    assert doc["sr"]["psnr"] > 0
+    assert main(["evaluate", "--run", str(run), "--precision", "fp8"]) == 2
+    assert "--precision 'fp8': expected one of fp32, fp16, bf16" in capsys.readouterr().err
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import precision_ap
+
+    assert precision_ap.main(["--run", str(run), "--precisions", "fp32", "bf16", "--device", "cpu",
+                              "--bootstrap", "5", "--out", str(tmp_path / "pap")]) == 0
+    out = json.loads((tmp_path / "pap" / "precision_ap.json").read_text())
+    assert set(out["rows"]) == {"fp32", "bf16"} and out["rows"]["bf16"]["AP"] == pytest.approx(doc["detection"]["AP"])
+    cmp = out["vs_fp32"]["bf16"]
+    assert cmp["delta"]["AP"] == pytest.approx(out["rows"]["bf16"]["AP"] - out["rows"]["fp32"]["AP"])
+    assert set(cmp["noise"]) == {"AP", "AP_s"} and isinstance(cmp["within_noise"], bool)
+    assert not (run / "metrics.json").exists()  # the run's own metrics are not touched
+    assert "| bf16 |" in capsys.readouterr().out
+    del sys.modules["precision_ap"]
+
+
+def test_precision_compare_marks_differences_beyond_the_bootstrap_half_width() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "precision_ap_t", Path(__file__).resolve().parents[1] / "benchmarks" / "precision_ap.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = {"fp32": {"AP": 0.40, "AP50": 0.7, "AP_s": 0.20}, "bf16": {"AP": 0.39, "AP50": 0.7, "AP_s": 0.21},
+            "fp16": {"AP": 0.30, "AP50": 0.6, "AP_s": 0.20}}
+    cmp = mod.compare(rows, {"AP": [0.36, 0.44], "AP_s": [0.15, 0.25]})
+    assert cmp["bf16"]["within_noise"] and not cmp["fp16"]["within_noise"]
+    assert cmp["fp16"]["delta"]["AP"] == pytest.approx(-0.10) and "fp32" not in cmp
+    assert "within_noise" not in mod.compare(rows, None)["bf16"]
