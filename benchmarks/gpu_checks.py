@@ -8,12 +8,15 @@ Random weights, random boxes (8 per image, so the denoising groups are realistic
 
 ``--variants`` adds rows of the same measurements under a change, so that what each change buys is measured on the
 same card in the same run: ``channels_last`` (model and input in channels-last memory format), ``no_cudnn_benchmark``
-(cuDNN autotuning off: does the fp32 SR-on peak come from autotuning workspaces?), ``compile`` (``torch.compile`` of
+(cuDNN autotuning off: does the fp32 SR-on peak come from autotuning workspaces? These are also the training engine's
+kernels with ``train.deterministic: false``), ``deterministic`` (the engine's default kernels: PyTorch's deterministic
+algorithms, autotuning off), ``compile`` (``torch.compile`` of
 the inference forward; bf16 only, or the first ``--dtypes``), ``compile_train`` (training rows, SR on, with the
 Swin encoder, neck and SR decoder compiled in place, :func:`compiled_static_parts`; bf16 only, or the first dtype).
 ``cuda_graph`` (inference replayed from a CUDA graph per batch size and dtype, with its largest difference from the
-eager detections; CUDA only, skipped elsewhere). ``--sync-census`` counts the host synchronisations of one fp32 training step by source line
-(``torch.cuda.set_sync_debug_mode``), the list to work down for "no host sync in the loss / matcher / denoising".
+eager detections; CUDA only, skipped elsewhere). ``--sync-census`` counts the host synchronisations of one fp32
+training step by source line (``torch.cuda.set_sync_debug_mode``), the list to work down for "no host sync in the
+loss / matcher / denoising".
 
 Prints one JSON line per measurement and writes them all with ``--json``. Runs on CPU too (``--device cpu --preset
 tiny``) so the script itself is testable (``tests/test_gpu_checks_cpu.py``).
@@ -232,11 +235,16 @@ def compiled_static_parts(model: torch.nn.Module, backend: str):
 
 @contextlib.contextmanager
 def _variant(name: str):
-    """Settings a variant changes for its rows (restored after)."""
+    """Settings a variant changes for its rows (restored after). ``deterministic``: the training engine's default
+    kernels (``sdconet.engine.algorithms(True)``: deterministic algorithms, cuDNN autotuning off);
+    ``no_cudnn_benchmark`` is the engine with ``train.deterministic: false``."""
+    from sdconet.engine import algorithms  # noqa: PLC0415
+
     old = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = name != "no_cudnn_benchmark"
+    torch.backends.cudnn.benchmark = name not in ("no_cudnn_benchmark", "deterministic")
     try:
-        yield
+        with algorithms(True) if name == "deterministic" else contextlib.nullcontext():
+            yield
     finally:
         torch.backends.cudnn.benchmark = old
 
@@ -263,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--dtypes", nargs="+", default=["fp32", "fp16", "bf16"])
     ap.add_argument("--variants", nargs="*", default=[],
-                    choices=["channels_last", "no_cudnn_benchmark", "compile", "compile_train", "cuda_graph"],
+                    choices=["channels_last", "no_cudnn_benchmark", "deterministic", "compile", "compile_train",
+                             "cuda_graph"],
                     help="extra rows (SDCoNet, SR on / inference) under each change; see the module docstring")
     ap.add_argument("--compile-backend", default="inductor",
                     help="torch.compile backend of the compile variants (aot_eager: a quick CPU check of the wiring)")

@@ -5,7 +5,7 @@
 #      total batch) with the SR branch frozen / on, fp32 vs bf16 vs fp16, peak memory per batch size (whole step
 #      and after the forward); inference ms and images/s at batch 1 / 8 / 32; the same under channels-last, with
 #      cuDNN autotuning off (the fp32 SR-on peak: 20.1 GiB against 2.3 GiB under AMP, is it autotuning
-#      workspace?), torch.compile (inference) and CUDA-graph replay
+#      workspace?), under the engine's deterministic kernels, torch.compile (inference) and CUDA-graph replay
 #      (inference); the host syncs of one training step by source line.
 #   2. the plan's images/s calibration of config/paper.yaml's models on this GPU (docs/plan.md), at the paper's sides.
 #   3. the serial baselines' training loops (EDSR SR, Faster R-CNN) with the losses read every step vs once per log
@@ -29,7 +29,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())" | tee -a "$OUT/gpu.txt"
 want 1 && step "SDCoNet throughput, memory, variants, host syncs" timeout 330 $PY benchmarks/gpu_checks.py --device cuda \
   --models sdconet --train-batches 2 16 --infer-batches 1 8 32 --dtypes fp32 bf16 fp16 --steps 5 --runs 20 \
-  --warmup 2 --variants channels_last no_cudnn_benchmark compile cuda_graph --sync-census --json "$OUT/gpu_checks13.json"
+  --warmup 2 --variants channels_last no_cudnn_benchmark deterministic compile cuda_graph --sync-census --json "$OUT/gpu_checks13.json"
 want 2 && step "plan calibration, config/paper.yaml, cuda" timeout 150 $PY -m compare.calibrate --configfile config/paper.yaml \
   --device cuda --out "$OUT/calibration-gpu.json"
 want 3 && step "baseline loops: loss read every step vs per log line" timeout 120 $PY benchmarks/bench_baseline_loops.py \

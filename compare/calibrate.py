@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from benchcore.atomic import atomic_write_json
 from benchcore.provenance import device_string, git_sha, library_versions
@@ -82,26 +82,40 @@ def random_targets(n: int, side: int, num_classes: int, device: str, boxes: int 
     return out
 
 
-def sdconet_train_step(model: Any, images: Any, targets: list[dict[str, Any]], optim: Any) -> Callable[[], None]:
+def sdconet_train_step(model: Any, images: Any, targets: list[dict[str, Any]], optim: Any,
+                       amp_dtype: Any = None) -> Callable[[], None]:
     """One SDCoNet training step as a closure: the loss terms summed, gradients cleared, backward, optimizer step
-    (what both the calibration and ``benchmarks/bench_sdconet.py`` time)."""
+    (what both the calibration and ``benchmarks/bench_sdconet.py`` time); under CUDA autocast to ``amp_dtype``
+    when given, with the engine's loss scaling for float16."""
+    import contextlib  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+
     from sdconet.routing import is_loss_term  # noqa: PLC0415
 
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
     def step() -> None:
-        losses = model(images, targets)
+        with torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else contextlib.nullcontext():
+            losses = model(images, targets)
         loss = sum(v for k, v in losses.items() if is_loss_term(k))
         optim.zero_grad(set_to_none=True)
-        loss.backward()
-        optim.step()
+        scaler.scale(loss).backward()
+        scaler.step(optim)
+        scaler.update()
 
     return step
 
 
-def measure_sdconet(model_cfg: dict[str, Any], side: int, batch: int, device: str, warmup: int, runs: int
-                    ) -> dict[str, float]:
-    """Training and inference images/s of an SDCoNet model config (a run spec's ``settings.model``)."""
+def measure_sdconet(model_cfg: dict[str, Any], side: int, batch: int, device: str, warmup: int, runs: int,
+                    train: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """Training and inference images/s of an SDCoNet model config (a run spec's ``settings.model``). Training is
+    timed under the run's precision and kernels, ``train`` (``amp``, ``amp_dtype``, ``deterministic``; None: the
+    training defaults), as the engine applies them (:func:`sdconet.engine.autocast_dtype`,
+    :func:`sdconet.engine.algorithms`); inference in fp32, as the test-set evaluation runs."""
     import torch  # noqa: PLC0415
 
+    from sdconet.engine import algorithms, autocast_dtype  # noqa: PLC0415
     from sdconet.models.build import build_model  # noqa: PLC0415
     from sdconet.models.config import from_dict  # noqa: PLC0415
     from sdconet.train_config import TrainConfig, build_optimizer  # noqa: PLC0415
@@ -121,8 +135,11 @@ def measure_sdconet(model_cfg: dict[str, Any], side: int, batch: int, device: st
     model.train()
     if hasattr(model, "set_sr_trainable"):
         model.set_sr_trainable(True)
-    optim = build_optimizer(model, TrainConfig(epochs=1, batch_size=batch, lr=1e-5))
-    train_s = timed(sdconet_train_step(model, images, targets, optim), device, warmup, runs)
+    tc = TrainConfig(epochs=1, batch_size=batch, lr=1e-5, **dict(train or {}))
+    optim = build_optimizer(model, tc)
+    with algorithms(tc.deterministic):
+        step = sdconet_train_step(model, images, targets, optim, autocast_dtype(tc, torch.device(device)))
+        train_s = timed(step, device, warmup, runs)
     model.eval()
     x1 = images[:1]
     with torch.no_grad():
@@ -287,7 +304,7 @@ def calibrate(needs: dict[str, dict[str, Any]], device: str = "cpu", threads: in
         t0 = time.perf_counter()
         kind = need["kind"]
         if kind == "sdconet":
-            fig = measure_sdconet(need["model"], need["side"], batch, device, warmup, runs)
+            fig = measure_sdconet(need["model"], need["side"], batch, device, warmup, runs, need.get("train"))
         elif kind == "yolo":
             fig = measure_yolo(need["name"], need["side"], batch, device, warmup, runs)
         elif kind == "frcnn":

@@ -22,7 +22,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -41,7 +41,8 @@ from benchcore.atomic import atomic_write_text
 from benchcore.provenance import git_sha
 
 LOG_NAME = "train_log.jsonl"
-_RESUME_IGNORED = {"epochs", "workers", "log_every", "eval_every", "device", "keep_last", "eval_sr", "progress"}
+_RESUME_IGNORED = {"epochs", "workers", "log_every", "eval_every", "device", "keep_last", "eval_sr", "progress",
+                   "deterministic"}
 log = logging.getLogger(__name__)
 
 
@@ -154,17 +155,30 @@ def train(model: nn.Module, train_set: Any, val_set: Any | None, cfg: TrainConfi
     """
     out_dir = Path(out_dir)
     dd = init_distributed(distributed, cfg.device)
-    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
-    if torch.cuda.is_available():
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        return _run(model, train_set, val_set, cfg, out_dir, resume, dd)
+        with algorithms(cfg.deterministic):
+            return _run(model, train_set, val_set, cfg, out_dir, resume, dd)
     finally:
-        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
         if dd.owns_group:
             dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def algorithms(deterministic: bool) -> Iterator[None]:
+    """The kernels a run trains with (``train.deterministic``): cuDNN autotuning off, and PyTorch's deterministic
+    algorithms (warn-only where an op has none) when ``deterministic``; the previous state is restored after.
+    The calibration of the plan measures under the same context, so its figures are what the run will do."""
+    prev = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.backends.cudnn.benchmark)
+    if deterministic and torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev[0], warn_only=prev[1])
+        torch.backends.cudnn.benchmark = prev[2]
 
 
 def _set_aside_if_stale(ckpt: Path, cfg: TrainConfig, out_dir: Path, rank: int) -> bool:

@@ -60,6 +60,11 @@ class TrainConfig:
         eval_sr: also compute PSNR/SSIM of the SR output during validation (the SR decoder is a training-only
             branch in the official code, so this is off by default).
         progress: show a tqdm progress bar (rank 0 only).
+        deterministic: PyTorch's deterministic algorithms (``torch.use_deterministic_algorithms``, warn-only where an
+            op has none, e.g. CUDA ``grid_sampler_2d_backward``) and no cuDNN autotuning: a run repeats bit for bit
+            on the CPU and as far as the kernels allow on CUDA. False: PyTorch's default algorithms (cuDNN autotuning
+            still off), which may be faster on a GPU; the maths is the same, only the summation order may differ,
+            so a run can be resumed under either value.
     """
 
     epochs: int
@@ -85,6 +90,7 @@ class TrainConfig:
     keep_last: int = 3
     eval_sr: bool = False
     progress: bool = True
+    deterministic: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "milestones", tuple(int(m) for m in self.milestones))

@@ -1,4 +1,4 @@
-"""benchmarks/bench_baseline_loops.py runs both loops end to end (tiny presets) and reports images/s per log interval."""
+"""benchmarks/bench_baseline_loops.py runs both loops end to end (tiny presets), images/s per log interval."""
 from __future__ import annotations
 
 import json
@@ -31,8 +31,8 @@ def test_images_per_s_leaves_the_warmup_out_and_needs_two_lines(tmp_path: Path, 
     from bench_baseline_loops import images_per_s
 
     log = tmp_path / "log.jsonl"
-    log.write_text("".join(json.dumps(r) + "\n" for r in [{"iter": 5, "elapsed_s": 9.0}, {"iter": 10, "elapsed_s": 10.0},
-                                                          {"iter": 20, "elapsed_s": 12.0}]))
+    rows = [{"iter": 5, "elapsed_s": 9.0}, {"iter": 10, "elapsed_s": 10.0}, {"iter": 20, "elapsed_s": 12.0}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert images_per_s(log, "iter", 4, warmup=10) == pytest.approx(10 * 4 / 2.0)
     with pytest.raises(ValueError, match="no log line after step 20"):
         images_per_s(log, "iter", 4, warmup=20)

@@ -20,12 +20,13 @@ def test_gpu_checks_runs_every_row_on_cpu(tmp_path, monkeypatch):
     assert gpu_checks.main(["--device", "cpu", "--preset", "tiny", "--hr-size", "64", "--models", "sdconet",
                             "--train-batches", "1", "2", "--infer-batches", "1", "2", "--dtypes", "fp32", "bf16",
                             "--steps", "1", "--runs", "1", "--warmup", "0",
-                            "--variants", "channels_last", "no_cudnn_benchmark", "cuda_graph", "--json", str(out)]) == 0
+                            "--variants", "channels_last", "no_cudnn_benchmark", "deterministic", "cuda_graph", "--json",
+                            str(out)]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert not [r for r in rows if "error" in r], [r for r in rows if "error" in r]
     train = {(r["variant"], r["dtype"], r["batch"], r["sr_on"]) for r in rows if r["kind"] == "train"}
     assert {("eager", d, b, sr) for d in ("fp32", "bf16") for b in (1, 2) for sr in (False, True)} <= train
-    assert {(v, d, b, True) for v in ("channels_last", "no_cudnn_benchmark") for d in ("fp32", "bf16")
+    assert {(v, d, b, True) for v in ("channels_last", "no_cudnn_benchmark", "deterministic") for d in ("fp32", "bf16")
             for b in (1, 2)} <= train
     infer = {(r["variant"], r["dtype"], r["batch"]) for r in rows if r["kind"] == "infer"}
     assert {(v, d, b) for v in ("eager", "channels_last") for d in ("fp32", "bf16") for b in (1, 2)} <= infer

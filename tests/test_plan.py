@@ -208,3 +208,28 @@ def test_plan_vs_actual_table():
     assert t.loc["train", "Jobs"] == 2 and t.loc["train", "Jobs measured"] == 1
     assert t.loc["train", "Estimate (s)"] == "40.0" and t.loc["train", "Actual / estimate"] == "1.20"
     assert t.loc["run_spec", "Actual (s)"] == "-" and t.loc["total", "Actual (s)"] == "12.0"
+
+
+def test_sdconet_figures_follow_the_runs_precision_and_kernels(demo, monkeypatch):
+    """The run's train.amp / amp_dtype / deterministic are part of its calibration key and are applied while the
+    calibration times its training step (as the engine applies them)."""
+    import compare.calibrate as cal  # noqa: PLC0415
+    from compare.plan.costs import _sdconet_key  # noqa: PLC0415
+
+    jobs, _, wl = demo
+    train = next(j for j in jobs if j.rule == "train_sdconet" and j.wildcards["method"] == "sdconet")
+    (key, need), = job_models(train, wl)
+    assert need["train"] == {"amp": False, "amp_dtype": "float16", "deterministic": True} and "/" in key
+    spec = wl.method_spec(train.wildcards["dataset"], train.wildcards["degradation"], "sdconet",
+                          int(train.wildcards["seed"]))
+    other = {**spec, "settings": {**spec["settings"], "train": {**spec["settings"]["train"], "amp": True,
+                                                                 "amp_dtype": "bfloat16", "deterministic": False}}}
+    key2, need2 = _sdconet_key(other, 128)
+    assert key2 == key.rsplit("@", 1)[0] + "/bf16/nondet@128" and need2["train"]["deterministic"] is False
+    seen = []
+    monkeypatch.setattr(cal, "timed", lambda fn, *a: seen.append(torch.are_deterministic_algorithms_enabled()) or 1.0)
+    before = torch.are_deterministic_algorithms_enabled()
+    for flag in (True, False):
+        cal.measure_sdconet(need["model"], 64, 1, "cpu", 0, 1, {**need["train"], "deterministic": flag})
+    assert seen == [True, before, False, before]  # training under the run's kernels, inference as evaluation runs
+    assert torch.are_deterministic_algorithms_enabled() == before

@@ -320,3 +320,29 @@ def test_amp_dtype_selects_autocast_and_loss_scaling() -> None:
         TrainConfig(epochs=1, batch_size=1, amp_dtype="fp8")
     with pytest.raises(TrainConfigError, match="amp_dtype"):
         TrainConfig.from_dict({"epochs": 1, "batch_size": 1, "amp_dtype": "half"})
+
+
+def test_train_deterministic_selects_the_kernels_and_restores_them(tmp_path: Path, monkeypatch) -> None:
+    """train.deterministic (default on): PyTorch's deterministic algorithms during the run, off when false; cuDNN
+    autotuning off either way; the caller's state is restored; a run may resume under the other value."""
+    from sdconet import engine
+
+    assert TrainConfig(epochs=1, batch_size=1).deterministic is True
+    assert TrainConfig.from_dict({"epochs": 1, "batch_size": 1, "deterministic": False}).deterministic is False
+    seen = []
+    monkeypatch.setattr(engine, "_run", lambda *a, **k: seen.append(
+        (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)) or {})
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+    torch.backends.cudnn.benchmark = True
+    try:
+        for flag in (True, False):
+            train(ToyModel(), [], None, TrainConfig(epochs=1, batch_size=1, deterministic=flag), tmp_path)
+            assert (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark) == (before[0], True)
+    finally:
+        torch.backends.cudnn.benchmark = before[1]
+    assert seen == [(True, False), (False, False)]
+    cfg = TrainConfig(epochs=3, batch_size=1)
+    torch.save({"config": cfg.to_dict(), "epoch": 0}, tmp_path / "last.pt")
+    assert not engine._set_aside_if_stale(tmp_path / "last.pt", dataclasses.replace(cfg, deterministic=False),
+                                          tmp_path, 0)
+    assert engine._set_aside_if_stale(tmp_path / "last.pt", dataclasses.replace(cfg, lr=2e-4), tmp_path, 0)

@@ -46,12 +46,21 @@ class CalibrationMissing(KeyError):
 
 # ---------------------------------------------------------------------------------------------- what to calibrate
 def _sdconet_key(spec: Mapping[str, Any], side: int) -> tuple[str, dict[str, Any]]:
+    """The key and build of an SDCoNet run's figure. The training precision and kernels (``train.amp``,
+    ``train.amp_dtype``, ``train.deterministic``) are part of it: the calibration measures under the run's own, and a
+    non-default one gets a figure of its own (``.../paper/bf16@512``, ``.../nondet@512``)."""
+    from sdconet.train_config import TrainConfig  # noqa: PLC0415
+
     model = spec["settings"]["model"]
     variant = "no_sr" if not model.get("use_sr", True) else ("separate" if not model.get("shared_encoder", True)
                                                              else "sdconet")
     preset = SDCONET_PRESET_DIMS.get(int(model["swin"]["embed_dim"]), f"swin{model['swin']['embed_dim']}")
-    return f"sdconet/{variant}/{preset}@{side}", {"kind": "sdconet", "model": model, "side": side,
-                                                   "batch": spec["settings"]["train"]["batch_size"]}
+    tc = TrainConfig.from_dict(spec["settings"]["train"])
+    kernels = {"amp": tc.amp, "amp_dtype": tc.amp_dtype, "deterministic": tc.deterministic}
+    suffix = (f"/{'bf16' if tc.amp_dtype == 'bfloat16' else 'fp16'}" if tc.amp else "") + \
+        ("" if tc.deterministic else "/nondet")
+    return f"sdconet/{variant}/{preset}{suffix}@{side}", {"kind": "sdconet", "model": model, "side": side,
+                                                           "batch": tc.batch_size, "train": kernels}
 
 
 def _detector_side(spec: Mapping[str, Any], tile: int) -> int:
