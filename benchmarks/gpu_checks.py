@@ -39,10 +39,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from bench_sdconet import _timed  # noqa: E402  (the timing loop every benchmark here shares)
 from sdconet.models.build import build_model  # noqa: E402
 from sdconet.models.config import preset  # noqa: E402
 
@@ -117,21 +119,23 @@ def infer_latency(model: torch.nn.Module, device: torch.device, batch: int, hr: 
         x = x.contiguous(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for i in range(warmup + runs):
-        _sync(device)
-        t0 = time.perf_counter()
+    last: list[Any] = []
+
+    def call() -> None:
         with torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "fp32"):
-            dets = forward(x)
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    times.sort()
+            last[:] = [forward(x)]
+
+    times = _timed(call, str(device), warmup, runs)
+    return _infer_row(batch, dtype, times, device, detections_per_image=int(last[0][0]["boxes"].shape[0]))
+
+
+def _infer_row(batch: int, dtype: str, times: list[float], device: torch.device, **extra: Any) -> dict[str, Any]:
+    """An inference row: median / p90 ms per batch, ms per image, images/s, peak memory, plus ``extra``."""
+    times = sorted(times)
     med = statistics.median(times)
     return {"kind": "infer", "batch": batch, "dtype": dtype, "median_ms": 1e3 * med,
             "p90_ms": 1e3 * times[min(len(times) - 1, int(0.9 * len(times)))], "ms_per_image": 1e3 * med / batch,
-            "images_per_s": batch / med, "detections_per_image": int(dets[0]["boxes"].shape[0]),
-            "peak_mem_mb": _peak_mb(device)}
+            "images_per_s": batch / med, **extra, "peak_mem_mb": _peak_mb(device)}
 
 
 @torch.no_grad()
@@ -164,21 +168,13 @@ def graphed_infer_latency(model: torch.nn.Module, device: torch.device, batch: i
     diff = max(float((a[k].float() - b[k].float()).abs().max()) for a, b in zip(static_out, eager)
                for k in ("boxes", "scores"))
     labels_equal = all(torch.equal(a["labels"], b["labels"]) for a, b in zip(static_out, eager))
-    times = []
-    for i in range(warmup + runs):
-        _sync(device)
-        t0 = time.perf_counter()
+
+    def call() -> None:
         static_x.copy_(x)
         graph.replay()
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    times.sort()
-    med = statistics.median(times)
-    return {"kind": "infer", "batch": batch, "dtype": dtype, "median_ms": 1e3 * med,
-            "p90_ms": 1e3 * times[min(len(times) - 1, int(0.9 * len(times)))], "ms_per_image": 1e3 * med / batch,
-            "images_per_s": batch / med, "max_abs_diff_vs_eager": diff, "labels_equal_eager": labels_equal,
-            "peak_mem_mb": _peak_mb(device)}
+
+    times = _timed(call, str(device), warmup, runs)
+    return _infer_row(batch, dtype, times, device, max_abs_diff_vs_eager=diff, labels_equal_eager=labels_equal)
 
 
 def sync_census(model: torch.nn.Module, device: torch.device, batch: int, hr: int) -> dict[str, Any]:
