@@ -24,6 +24,7 @@ The result is a JSON file that records the device name, torch version, date, git
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import subprocess
@@ -87,8 +88,6 @@ def sdconet_train_step(model: Any, images: Any, targets: list[dict[str, Any]], o
     """One SDCoNet training step as a closure: the loss terms summed, gradients cleared, backward, optimizer step
     (what both the calibration and ``benchmarks/bench_sdconet.py`` time); under CUDA autocast to ``amp_dtype``
     when given, with the engine's loss scaling for float16."""
-    import contextlib  # noqa: PLC0415
-
     import torch  # noqa: PLC0415
 
     from sdconet.routing import is_loss_term  # noqa: PLC0415
